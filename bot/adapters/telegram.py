@@ -1,0 +1,205 @@
+"""Telegram: python-telegram-bot in front of the engine (long polling or a webhook).
+
+Updates for different people are handled concurrently; updates for one chat are
+handled one after another, replies included, so a person never sees answers out
+of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable
+from typing import Any
+from urllib.parse import urlparse
+
+from telegram import (
+    BotCommand, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Update,
+)
+from telegram import Message as TelegramMessage
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.ext import (
+    AIORateLimiter, Application, ApplicationBuilder, BaseUpdateProcessor, ContextTypes,
+    TypeHandler,
+)
+
+from bot.adapters.splitting import split_html
+from bot.engine import Engine
+from bot.messages import Incoming, InputKind, Message, Reply, text
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MEDIA_KINDS = ("sticker", "photo", "voice", "video", "video_note", "animation", "audio",
+               "document", "location", "contact", "poll", "dice")
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
+
+
+class PerChatUpdateProcessor(BaseUpdateProcessor):
+    """Concurrent across chats, strictly in order within one chat."""
+
+    def __init__(self, max_concurrent_updates: int = 256) -> None:
+        super().__init__(max_concurrent_updates)
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        chat = update.effective_chat if isinstance(update, Update) else None
+        if chat is None:
+            await coroutine
+            return
+        lock = self._locks.get(chat.id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[chat.id] = lock
+        async with lock:
+            await coroutine
+
+    async def initialize(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+
+class TelegramAdapter:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        application.add_handler(TypeHandler(Update, self.on_update))
+        application.add_error_handler(self.on_error)
+
+    async def set_commands(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        commands = [BotCommand(command, description[:256])
+                    for command, description in self.engine.command_menu()]
+        await application.bot.set_my_commands(commands)
+
+    async def on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        chat = update.effective_chat
+        if chat is None or chat.type != "private":
+            return  # Haven talks one to one only
+        if update.callback_query is not None:
+            await self._on_press(update.callback_query, context)
+        elif update.message is not None:
+            reply = await self.engine.handle(incoming_from(update.message))
+            await self._send(context, chat.id, reply)
+        elif update.edited_message is not None:
+            return  # an edit of an earlier answer: the answer was already taken as sent
+
+    async def _on_press(self, query: CallbackQuery, context: ContextTypes.DEFAULT_TYPE) -> None:
+        user = query.from_user
+        reply = await self.engine.handle(Incoming(
+            chat_id=query.message.chat.id if query.message else user.id,
+            kind=InputKind.PRESS, text=query.data or "", first_name=user.first_name or "",
+            language_code=user.language_code,
+        ))
+        try:
+            await query.answer(text=reply.notice)
+        except BadRequest:
+            log.info("a button press could not be answered in time")
+        if isinstance(query.message, TelegramMessage) and query.message.reply_markup:
+            # The choice is made: take the buttons away so they cannot be pressed again.
+            try:
+                await query.message.edit_reply_markup(reply_markup=None)
+            except BadRequest as error:
+                log.info("could not remove an old keyboard: %s", error.message)
+        chat_id = query.message.chat.id if query.message else user.id
+        await self._send(context, chat_id, reply)
+
+    async def _send(self, context: ContextTypes.DEFAULT_TYPE, chat_id: int, reply: Reply) -> None:
+        for message in reply.messages:
+            parts = split_html(message.text)
+            for index, part in enumerate(parts):
+                markup = _keyboard(message) if index == len(parts) - 1 else None
+                try:
+                    await context.bot.send_message(chat_id, part, parse_mode=ParseMode.HTML,
+                                                   reply_markup=markup)
+                except Forbidden:
+                    log.info("the person has blocked Haven; nothing more is sent")
+                    return
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        error = context.error
+        # The update itself is never logged: it holds what the person wrote.
+        if isinstance(error, TelegramError):
+            log.warning("Telegram error while handling an update: %s", type(error).__name__)
+        else:
+            log.error("error while handling an update", exc_info=error)
+
+
+def incoming_from(message: TelegramMessage) -> Incoming:
+    user = message.from_user
+    extra: dict[str, Any] = {
+        "first_name": (user.first_name if user else "") or "",
+        "language_code": user.language_code if user else None,
+    }
+    if message.text is not None:
+        return text(message.chat.id, message.text, **extra)
+    media = next((kind for kind in MEDIA_KINDS if getattr(message, kind, None)), "other")
+    return Incoming(chat_id=message.chat.id, kind=InputKind.OTHER, media=media, **extra)
+
+
+def _keyboard(message: Message) -> InlineKeyboardMarkup | None:
+    if not message.buttons:
+        return None
+    return InlineKeyboardMarkup([
+        [InlineKeyboardButton(button.label, callback_data=button.data) for button in row]
+        for row in message.buttons
+    ])
+
+
+def build_application(
+    settings: Settings, engine: Engine, rate_limited: bool = True
+) -> Application[Any, Any, Any, Any, Any, Any]:
+    assert settings.telegram_bot_token is not None
+    adapter = TelegramAdapter(engine)
+    base = settings.telegram_api_base_url
+
+    async def post_init(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        await adapter.set_commands(application)
+
+    async def post_shutdown(_application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        await engine.repository.close()
+
+    builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token)
+        .base_url(f"{base}/bot")
+        .base_file_url(f"{base}/file/bot")
+        .concurrent_updates(PerChatUpdateProcessor())
+        .post_init(post_init)
+        .post_shutdown(post_shutdown)
+    )
+    if rate_limited:
+        builder = builder.rate_limiter(AIORateLimiter(max_retries=3))
+    application = builder.build()
+    adapter.install(application)
+    return application
+
+
+def run_telegram(settings: Settings, webhook: bool) -> int:
+    from bot.app import build_engine
+
+    if webhook and not settings.webhook_secret:
+        log.error("Webhook mode needs WEBHOOK_SECRET, so Telegram's requests can be told apart")
+        return 2
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    engine = loop.run_until_complete(build_engine(settings))
+    application = build_application(settings, engine)
+    if webhook:
+        assert settings.webhook_url is not None
+        path = urlparse(settings.webhook_url).path.lstrip("/")
+        application.run_webhook(
+            listen="0.0.0.0", port=settings.port, url_path=path,
+            webhook_url=settings.webhook_url, secret_token=settings.webhook_secret,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+    else:
+        log.info("Haven is starting (long polling)")
+        application.run_polling(allowed_updates=ALLOWED_UPDATES)
+    return 0

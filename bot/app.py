@@ -1,0 +1,50 @@
+"""Putting Haven together: flows, templates, storage and the engine, from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.engine import Engine, EngineConfig
+from bot.flows.loader import load_flows
+from bot.flows.machine import FlowMachine, build_machines
+from bot.flows.samples import render_errors
+from bot.flows.spec import Flow
+from bot.i18n import Translations
+from bot.rendering import Renderer
+from bot.settings import Settings
+from bot.storage.database import create_engine, migrate
+from bot.storage.repository import Repository
+
+
+@dataclass
+class Content:
+    flows: dict[str, Flow]
+    machines: dict[str, FlowMachine]
+    renderer: Renderer
+
+
+def load_content(dialogs_dir: Path, prompts_dir: Path, default_locale: str = "en") -> Content:
+    """Load and validate every flow and render every template once (raises FlowError)."""
+    translations = Translations(default_locale)
+    renderer = Renderer(prompts_dir, translations)
+    flows = load_flows(
+        dialogs_dir,
+        template_exists=renderer.template_exists,
+        render_check=lambda flow: render_errors(renderer, flow, default_locale),
+    )
+    return Content(flows=flows, machines=build_machines(flows), renderer=renderer)
+
+
+async def open_repository(settings: Settings) -> Repository:
+    engine = create_engine(settings.effective_database_url)
+    await migrate(engine)
+    return Repository(engine)
+
+
+async def build_engine(settings: Settings) -> Engine:
+    content = load_content(settings.haven_dialogs_dir, settings.haven_prompts_dir,
+                           settings.haven_default_locale)
+    repository = await open_repository(settings)
+    return Engine(content.flows, content.machines, content.renderer, repository,
+                  EngineConfig(max_answer_chars=settings.haven_max_answer_chars))

@@ -1,0 +1,66 @@
+"""Callback data for buttons: short, versioned by the run it belongs to, and parsed strictly.
+
+Telegram allows 1-64 bytes. Anything that does not parse, or that does not match
+where the person is now, is treated as a stale or forged button by the engine.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_BYTES = 64
+SKIP_VALUE = "~skip"
+
+_STEP = re.compile(r"^s:(\d{1,12}):([a-z][a-z0-9_]{0,19}):(~skip|[A-Za-z0-9_]{1,20})$")
+_FLOW = re.compile(r"^f:([a-z][a-z0-9_]{0,19})$")
+_SWITCH = re.compile(r"^w:(yes|no)$")
+
+
+@dataclass(frozen=True)
+class StepPress:
+    run_id: int
+    step: str
+    value: str
+
+
+@dataclass(frozen=True)
+class FlowPress:
+    flow: str
+
+
+@dataclass(frozen=True)
+class SwitchPress:
+    confirm: bool
+
+
+Press = StepPress | FlowPress | SwitchPress
+
+
+def step(run_id: int, step_name: str, value: str) -> str:
+    return _checked(f"s:{run_id}:{step_name}:{value}")
+
+
+def flow(name: str) -> str:
+    return _checked(f"f:{name}")
+
+
+def switch(confirm: bool) -> str:
+    return "w:yes" if confirm else "w:no"
+
+
+def parse(data: str) -> Press | None:
+    """The press `data` describes, or None for anything Haven did not make."""
+    if (match := _STEP.match(data)) is not None:
+        return StepPress(int(match[1]), match[2], match[3])
+    if (match := _FLOW.match(data)) is not None:
+        return FlowPress(match[1])
+    if (match := _SWITCH.match(data)) is not None:
+        return SwitchPress(match[1] == "yes")
+    return None
+
+
+def _checked(data: str) -> str:
+    if len(data.encode()) > MAX_BYTES:
+        raise ValueError(f"callback data over {MAX_BYTES} bytes: {data!r}")
+    return data

@@ -1,0 +1,508 @@
+"""The conversation engine: one turn = load state, apply the input, render, save.
+
+It knows nothing of Telegram or terminals: adapters turn what a person did into an
+`Incoming`, and send the `Reply` it returns. All state lives in the database; the
+only thing kept in memory is a lock per chat, so one person's updates are handled
+one at a time, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from bot import callbacks
+from bot.answers import (
+    NO_WORDS, SKIP_WORDS, YES_WORDS, country_name, match_label, normalise, parse_country,
+    parse_language, parse_scale,
+)
+from bot.crisis_lines import lines_for
+from bot.flows.machine import ANSWER, SKIP, FlowMachine, pick
+from bot.flows.spec import FOCUS_VALUES, Expects, Flow, Step
+from bot.i18n import N_, locale_display_name
+from bot.messages import Button, Incoming, InputKind, Message, Reply
+from bot.rendering import Renderer
+from bot.storage.models import FlowRun, User
+from bot.storage.repository import Repository, UnitOfWork, answers_copy
+
+log = logging.getLogger(__name__)
+
+ONBOARDING = "onboarding"
+# Commands that work anywhere, even before onboarding is finished.
+FREE_COMMANDS = frozenset({"help", "cancel"})
+SKIP_LABEL = N_("Skip")
+SWITCH_LABEL = N_("Yes, switch")
+STAY_LABEL = N_("No, stay here")
+MENU_LABEL = N_("Menu")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_answer_chars: int = 2000
+
+
+class Engine:
+    def __init__(
+        self,
+        flows: dict[str, Flow],
+        machines: dict[str, FlowMachine],
+        renderer: Renderer,
+        repository: Repository,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.flows = flows
+        self.machines = machines
+        self.renderer = renderer
+        self.repository = repository
+        self.config = config or EngineConfig()
+        self.commands = {flow.command: flow.name for flow in flows.values() if flow.command}
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def command_menu(self) -> list[tuple[str, str]]:
+        """(command, description) pairs for the client's command menu."""
+        entries = [("start", N_("Begin, or set up again")), ("menu", N_("Everything Haven offers"))]
+        for flow in self.flows.values():
+            if flow.command and flow.in_menu:
+                entries.append((flow.command, flow.description or flow.title))
+        entries += [
+            ("progress", N_("What you have done so far")),
+            ("settings", N_("Your focus, country and language")),
+            ("cancel", N_("Leave the current flow (progress is kept)")),
+            ("help", N_("Crisis lines and how Haven works")),
+        ]
+        seen: set[str] = set()
+        return [(c, d) for c, d in entries if not (c in seen or seen.add(c))]  # type: ignore[func-returns-value]
+
+    async def handle(self, incoming: Incoming) -> Reply:
+        """Handle one update for one chat; never raises for bad input."""
+        lock = self._locks.get(incoming.chat_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[incoming.chat_id] = lock
+        async with lock:
+            try:
+                async with self.repository.unit() as unit:
+                    turn = _Turn(self, unit, incoming)
+                    await turn.run()
+                    return turn.reply
+            except Exception:
+                # Never log the input itself: it may be someone's most private words.
+                log.exception("turn failed", extra={"chat_kind": incoming.kind.value})
+                locale = self.renderer.translations.pick(incoming.language_code)
+                texts = self.renderer.render("system/busy.j2", locale, {"user": _PLACEHOLDER})
+                return Reply([Message(text) for text in texts])
+
+
+@dataclass(frozen=True)
+class UserView:
+    """What templates may know about the person."""
+
+    first_name: str
+    focus: str
+    country: str
+    country_name: str
+    keep_reflections: bool
+    language: str
+
+    @classmethod
+    def of(cls, user: User) -> UserView:
+        return cls(
+            first_name=user.first_name or "",
+            focus=user.focus or "none",
+            country=user.country or "none",
+            country_name=country_name(user.country),
+            keep_reflections=bool(user.keep_reflections),
+            language=user.language,
+        )
+
+
+_PLACEHOLDER = UserView("", "none", "none", "", False, "en")
+
+
+class _Turn:
+    """The work of one incoming update, inside one database transaction."""
+
+    def __init__(self, engine: Engine, unit: UnitOfWork, incoming: Incoming) -> None:
+        self.engine = engine
+        self.unit = unit
+        self.incoming = incoming
+        self.reply = Reply()
+        self.user: User
+        self.locale = "en"
+
+    # ---- entry -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        incoming = self.incoming
+        translations = self.engine.renderer.translations
+        self.user = await self.unit.user_for_chat(
+            incoming.chat_id, incoming.first_name, translations.pick(incoming.language_code)
+        )
+        self.locale = self.user.language
+        if incoming.kind is InputKind.COMMAND:
+            await self._command(incoming.text)
+        elif incoming.kind is InputKind.PRESS:
+            await self._press(incoming.text)
+        elif incoming.kind is InputKind.TEXT:
+            await self._text(incoming.text)
+        else:
+            await self._not_text(incoming.media or "other")
+
+    # ---- commands --------------------------------------------------------------
+
+    async def _command(self, name: str) -> None:
+        if name == "help":
+            self._say("system/help.j2", resources=self._resources(), commands=self._commands())
+            return
+        if name == "cancel":
+            await self._cancel()
+            return
+        if not self.user.onboarded:
+            if name != "start":
+                self._say("system/setup_first.j2")
+            await self._enter(ONBOARDING, resume_note=name != "start")
+            return
+        if name == "start":
+            await self._menu()
+        elif name == "menu":
+            await self._menu()
+        elif name == "progress":
+            await self._progress()
+        elif name in self.engine.commands:
+            await self._request_flow(self.engine.commands[name])
+        else:
+            self._say("system/unknown_command.j2", command=f"/{name}")
+            await self._repeat_current_step()
+
+    async def _cancel(self) -> None:
+        flow_name = self.user.active_flow
+        if flow_name is None or flow_name == ONBOARDING:
+            self._say("system/nothing_to_cancel.j2")
+            if flow_name == ONBOARDING:
+                await self._repeat_current_step()
+            return
+        flow = self.engine.flows[flow_name]
+        self.user.active_flow = None
+        self.user.pending_flow = None
+        self._say("system/cancelled.j2", flow_title=self._t(flow.title),
+                  command=f"/{flow.command}" if flow.command else None)
+
+    async def _request_flow(self, name: str) -> None:
+        """Start or resume flow `name`, asking first if it would leave another flow."""
+        current = self.user.active_flow
+        if current is not None and current != name:
+            self.user.pending_flow = name
+            buttons = ((Button(self._t(SWITCH_LABEL), callbacks.switch(True)),
+                        Button(self._t(STAY_LABEL), callbacks.switch(False))),)
+            self._say("system/switch_flow.j2", buttons=buttons,
+                      current_title=self._t(self.engine.flows[current].title),
+                      new_title=self._t(self.engine.flows[name].title))
+            return
+        await self._enter(name, resume_note=True)
+
+    async def _enter(self, name: str, resume_note: bool) -> None:
+        """Make `name` the active flow: continue its open run, or start a new one."""
+        flow = self.engine.flows[name]
+        run = await self.unit.open_run(self.user, name)
+        self.user.active_flow = name
+        self.user.pending_flow = None
+        if run is not None:
+            if resume_note:
+                self._say("system/resume.j2", flow_title=self._t(flow.title))
+            self._render_step(flow, run)
+            return
+        run = self.unit.start_run(self.user, name, flow.start)
+        await self.unit.session.flush()  # the run's id goes into its buttons
+        self._render_step(flow, run)
+
+    async def _menu(self) -> None:
+        counts = await self.unit.completed_counts(self.user)
+        open_runs = {run.flow: run for run in await self.unit.open_runs(self.user)}
+        entries: list[dict[str, Any]] = []
+        buttons: list[tuple[Button, ...]] = []
+        for flow in self.engine.flows.values():
+            if not flow.in_menu:
+                continue
+            run = open_runs.get(flow.name)
+            number, total = flow.position(run.step if run else flow.start)
+            entries.append({
+                "name": flow.name, "title": self._t(flow.title),
+                "description": self._t(flow.description), "command": f"/{flow.command}",
+                "status": "active" if run else ("done" if counts.get(flow.name) else "new"),
+                "step_number": number, "step_count": total,
+                "times_completed": counts.get(flow.name, 0),
+            })
+            buttons.append((Button(self._t(flow.title), callbacks.flow(flow.name)),))
+        self._say("system/menu.j2", flows=entries, buttons=tuple(buttons))
+
+    async def _progress(self) -> None:
+        counts = await self.unit.completed_counts(self.user)
+        completed = [{"title": self._t(self.engine.flows[name].title), "count": count}
+                     for name, count in counts.items() if name in self.engine.flows
+                     and self.engine.flows[name].in_menu]
+        in_progress = []
+        for run in await self.unit.open_runs(self.user):
+            flow = self.engine.flows.get(run.flow)
+            if flow is not None and flow.in_menu:
+                number, total = flow.position(run.step)
+                in_progress.append({"title": self._t(flow.title), "step_number": number,
+                                    "step_count": total})
+        self._say("system/progress.j2", completed=completed, in_progress=in_progress,
+                  reflections=await self.unit.reflection_count(self.user),
+                  keep_reflections=bool(self.user.keep_reflections))
+
+    # ---- button presses --------------------------------------------------------
+
+    async def _press(self, data: str) -> None:
+        press = callbacks.parse(data)
+        if isinstance(press, callbacks.FlowPress) and press.flow in self.engine.flows:
+            if not self.user.onboarded and press.flow != ONBOARDING:
+                await self._command("start")
+            else:
+                await self._request_flow(press.flow)
+            return
+        if isinstance(press, callbacks.SwitchPress) and self.user.pending_flow:
+            await self._answer_switch(press.confirm)
+            return
+        if isinstance(press, callbacks.StepPress):
+            located = await self._current()
+            if located is not None:
+                flow, run, step = located
+                if run.id == press.run_id and step.name == press.step:
+                    await self._apply_press(flow, run, step, press.value)
+                    return
+        await self._stale_button()
+
+    async def _apply_press(self, flow: Flow, run: FlowRun, step: Step, value: str) -> None:
+        if value == callbacks.SKIP_VALUE:
+            if step.skippable:
+                await self._advance(flow, run, step, SKIP, None)
+                return
+        elif step.expects is Expects.CHOICE and step.choice(value) is not None:
+            await self._advance(flow, run, step, pick(value), value)
+            return
+        elif step.expects is Expects.SCALE and value.isdigit():
+            number = int(value)
+            if step.scale[0] <= number <= step.scale[1]:
+                await self._advance(flow, run, step, ANSWER, number)
+                return
+        elif step.expects is Expects.COUNTRY and step.choice(value) is not None:
+            await self._advance(flow, run, step, ANSWER, value)
+            return
+        elif step.expects is Expects.LANGUAGE and value in self.engine.renderer.locales:
+            await self._advance(flow, run, step, ANSWER, value)
+            return
+        await self._stale_button()
+
+    async def _answer_switch(self, confirm: bool) -> None:
+        target = self.user.pending_flow
+        self.user.pending_flow = None
+        if target is None:
+            return
+        if confirm:
+            await self._enter(target, resume_note=True)
+            return
+        current = self.user.active_flow
+        if current is not None:
+            self._say("system/stay.j2", flow_title=self._t(self.engine.flows[current].title))
+        await self._repeat_current_step()
+
+    async def _stale_button(self) -> None:
+        self.reply.notice = self._t(N_("That button is from an earlier message."))
+        self._say("system/stale_button.j2")
+        if not await self._repeat_current_step():
+            await self._menu()
+
+    # ---- typed text ------------------------------------------------------------
+
+    async def _text(self, raw: str) -> None:
+        typed = raw.strip()
+        if self.user.pending_flow:
+            word = normalise(typed)
+            if word in YES_WORDS or word in NO_WORDS:
+                await self._answer_switch(word in YES_WORDS)
+                return
+            self.user.pending_flow = None  # they moved on: treat it as an answer to the step
+        located = await self._current()
+        if located is None:
+            await self._text_outside_flow(typed)
+            return
+        flow, run, step = located
+        if not typed:
+            self._say("system/empty.j2", buttons=self._step_buttons(flow, run, step))
+            return
+        if len(typed) > self.engine.config.max_answer_chars:
+            self._say("system/too_long.j2", limit=self.engine.config.max_answer_chars,
+                      buttons=self._step_buttons(flow, run, step))
+            return
+        if step.skippable and normalise(typed) in SKIP_WORDS:
+            await self._advance(flow, run, step, SKIP, None)
+            return
+        await self._typed_answer(flow, run, step, typed)
+
+    async def _typed_answer(self, flow: Flow, run: FlowRun, step: Step, typed: str) -> None:
+        buttons = self._step_buttons(flow, run, step)
+        if step.expects is Expects.TEXT:
+            await self._advance(flow, run, step, ANSWER, typed)
+        elif step.expects is Expects.CHOICE:
+            index = match_label(typed, [self._t(choice.label) for choice in step.choices])
+            if index is None:
+                self._say("system/expected_choice.j2", buttons=buttons,
+                          labels=[self._t(choice.label) for choice in step.choices])
+                return
+            await self._advance(flow, run, step, pick(step.choices[index].value),
+                                step.choices[index].value)
+        elif step.expects is Expects.SCALE:
+            number = parse_scale(typed, *step.scale)
+            if number is None:
+                self._say("system/expected_scale.j2", buttons=buttons,
+                          low=step.scale[0], high=step.scale[1])
+                return
+            await self._advance(flow, run, step, ANSWER, number)
+        elif step.expects is Expects.COUNTRY:
+            index = match_label(typed, [self._t(choice.label) for choice in step.choices])
+            code = step.choices[index].value if index is not None else parse_country(typed)
+            if code is None:
+                self._say("system/expected_country.j2", buttons=buttons)
+                return
+            await self._advance(flow, run, step, ANSWER, code)
+        elif step.expects is Expects.LANGUAGE:
+            locales = self.engine.renderer.locales
+            index = match_label(typed, [locale_display_name(code) for code in locales])
+            locale = locales[index] if index is not None else parse_language(typed, locales)
+            if locale is None:
+                self._say("system/expected_choice.j2", buttons=buttons,
+                          labels=[locale_display_name(code) for code in locales])
+                return
+            await self._advance(flow, run, step, ANSWER, locale)
+
+    async def _text_outside_flow(self, typed: str) -> None:
+        if not self.user.onboarded:
+            await self._enter(ONBOARDING, resume_note=False)
+            return
+        menu_flows = [flow for flow in self.engine.flows.values() if flow.in_menu]
+        index = match_label(typed, [self._t(flow.title) for flow in menu_flows]) if typed else None
+        if index is not None and not typed.isdigit():
+            await self._request_flow(menu_flows[index].name)
+            return
+        self._say("system/outside_flow.j2")
+        await self._menu()
+
+    async def _not_text(self, media: str) -> None:
+        located = await self._current()
+        if located is None:
+            self._say("system/not_text.j2", kind=media, expected="none")
+            return
+        flow, run, step = located
+        self._say("system/not_text.j2", kind=media, expected=step.expects.value,
+                  buttons=self._step_buttons(flow, run, step))
+
+    # ---- moving through a flow -------------------------------------------------
+
+    async def _current(self) -> tuple[Flow, FlowRun, Step] | None:
+        name = self.user.active_flow
+        flow = self.engine.flows.get(name) if name else None
+        if flow is None:
+            return None
+        run = await self.unit.open_run(self.user, flow.name)
+        if run is None or run.step not in flow.steps:
+            self.user.active_flow = None
+            return None
+        return flow, run, flow.steps[run.step]
+
+    async def _repeat_current_step(self) -> bool:
+        located = await self._current()
+        if located is None:
+            return False
+        flow, run, _step = located
+        self._render_step(flow, run)
+        return True
+
+    async def _advance(self, flow: Flow, run: FlowRun, step: Step, event: str, value: Any) -> None:
+        """Record the answer to `step`, move along the flow's machine and show what comes next."""
+        if value is not None:
+            self._record(run, step, value)
+        destination = self.engine.machines[flow.name].advance(step.name, event)
+        run.step = destination
+        next_step = flow.steps[destination]
+        self._render_step(flow, run)
+        if next_step.end:
+            self._finish(flow, run)
+            if next_step.after == "menu":
+                await self._menu()
+
+    def _record(self, run: FlowRun, step: Step, value: Any) -> None:
+        if step.profile == "keep_reflections":
+            self.user.keep_reflections = value in ("yes", True)
+        elif step.profile == "focus":
+            self.user.focus = value if value in FOCUS_VALUES else None
+        elif step.profile == "country":
+            self.user.country = str(value)
+        elif step.profile == "language":
+            self.user.language = str(value)
+            self.locale = self.user.language
+        if step.answer:
+            answers = answers_copy(run.answers)
+            answers[step.answer] = value
+            run.answers = answers
+        if step.keep and step.answer and self.user.keep_reflections and isinstance(value, str):
+            self.unit.keep_reflection(self.user, run, step.answer, value)
+
+    def _finish(self, flow: Flow, run: FlowRun) -> None:
+        self.unit.finish_run(run)
+        self.user.active_flow = None
+        if flow.name == ONBOARDING:
+            self.user.onboarded = True
+
+    # ---- rendering -------------------------------------------------------------
+
+    def _render_step(self, flow: Flow, run: FlowRun) -> None:
+        step = flow.steps[run.step]
+        self._say(step.template, buttons=self._step_buttons(flow, run, step),
+                  answers=dict(run.answers))
+
+    def _step_buttons(self, flow: Flow, run: FlowRun, step: Step) -> tuple[tuple[Button, ...], ...]:
+        def button(label: str, value: str) -> Button:
+            return Button(label, callbacks.step(run.id, step.name, value))
+
+        rows: list[tuple[Button, ...]] = []
+        if step.expects in (Expects.CHOICE, Expects.COUNTRY):
+            labelled = [button(self._t(choice.label), choice.value) for choice in step.choices]
+            rows += _rows(labelled, per_row=2 if step.expects is Expects.COUNTRY else 1)
+        elif step.expects is Expects.SCALE:
+            low, high = step.scale
+            rows.append(tuple(button(str(n), str(n)) for n in range(low, high + 1)))
+        elif step.expects is Expects.LANGUAGE:
+            locales = self.engine.renderer.locales
+            rows += _rows([button(locale_display_name(code), code) for code in locales], 2)
+        if step.skippable:
+            rows.append((button(self._t(SKIP_LABEL), callbacks.SKIP_VALUE),))
+        return tuple(rows)
+
+    def _say(self, template: str, buttons: tuple[tuple[Button, ...], ...] = (),
+             **context: Any) -> None:
+        context.setdefault("answers", {})
+        texts = self.engine.renderer.render(template, self.locale,
+                                            {"user": UserView.of(self.user), **context})
+        for index, text in enumerate(texts):
+            last = index == len(texts) - 1
+            self.reply.messages.append(Message(text, buttons if last else ()))
+
+    def _t(self, message: str) -> str:
+        return self.engine.renderer.gettext(self.locale, message)
+
+    def _resources(self) -> dict[str, Any]:
+        found = lines_for(self.user.country)
+        return {"country_name": country_name(found.country), "emergency": found.emergency,
+                "lines": list(found.lines), "fallback": found.fallback}
+
+    def _commands(self) -> list[dict[str, str]]:
+        return [{"command": f"/{command}", "description": self._t(description)}
+                for command, description in self.engine.command_menu()]
+
+
+def _rows(buttons: list[Button], per_row: int) -> list[tuple[Button, ...]]:
+    return [tuple(buttons[i : i + per_row]) for i in range(0, len(buttons), per_row)]

@@ -1,0 +1,233 @@
+"""Load `dialogs/*.yaml` into `Flow` objects and refuse any flow that could strand a user.
+
+Every problem is reported with the file and the step it is in, all at once, so a
+content change fails loudly at start-up (and in the tests) rather than mid-conversation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.flows.spec import PROFILE_FIELDS, Choice, Expects, Flow, Step
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
+STEP_KEYS = {
+    "template", "expects", "choices", "scale", "answer", "keep", "profile",
+    "skippable", "next", "end", "after",
+}
+FLOW_KEYS = {"name", "command", "title", "description", "in_menu", "start", "steps"}
+AFTER_VALUES = {"menu"}
+
+
+class FlowError(Exception):
+    """A flow file that cannot be used; the message lists every problem found."""
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, source: str, step: str | None, message: str) -> None:
+        where = f"{source}, step '{step}'" if step else source
+        self.lines.append(f"{where}: {message}")
+
+
+def load_flows(
+    dialogs_dir: Path,
+    template_exists: Callable[[str], bool],
+    render_check: Callable[[Flow], Iterable[tuple[str, str]]] | None = None,
+) -> dict[str, Flow]:
+    """Load and validate every flow in `dialogs_dir`, keyed by flow name.
+
+    `template_exists` says whether a template path exists for the default locale;
+    `render_check` renders a flow's templates with sample context and yields
+    (step, error) pairs for those that fail.
+    """
+    problems = _Problems()
+    flows: dict[str, Flow] = {}
+    files = sorted(dialogs_dir.glob("*.yaml"))
+    if not files:
+        raise FlowError(f"{dialogs_dir}: no flow files (*.yaml) found")
+    for path in files:
+        flow = _load_file(path, problems)
+        if flow is None:
+            continue
+        _check_flow(flow, template_exists, problems)
+        if flow.name in flows:
+            problems.add(flow.source, None, f"another file already defines flow '{flow.name}'")
+        flows[flow.name] = flow
+    commands: dict[str, str] = {}
+    for flow in flows.values():
+        if flow.command and flow.command in commands:
+            problems.add(flow.source, None,
+                         f"command /{flow.command} is also used by {commands[flow.command]}")
+        if flow.command:
+            commands[flow.command] = flow.source
+    if not problems.lines and render_check is not None:
+        for flow in flows.values():
+            for step, error in render_check(flow):
+                problems.add(flow.source, step, f"template does not render: {error}")
+    if problems.lines:
+        raise FlowError("\n".join(problems.lines))
+    return flows
+
+
+def _load_file(path: Path, problems: _Problems) -> Flow | None:
+    source = f"dialogs/{path.name}"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        problems.add(source, None, f"is not valid YAML: {error}")
+        return None
+    if not isinstance(data, dict):
+        problems.add(source, None, "should be a mapping with name, start and steps")
+        return None
+    for key in sorted(set(data) - FLOW_KEYS):
+        problems.add(source, None, f"unknown key '{key}'")
+    name = data.get("name")
+    if name != path.stem:
+        problems.add(source, None, f"name should be '{path.stem}' (the file name), not {name!r}")
+        return None
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, dict) or not raw_steps:
+        problems.add(source, None, "has no steps")
+        return None
+    steps: dict[str, Step] = {}
+    for step_name, raw in raw_steps.items():
+        step = _load_step(source, str(name), str(step_name), raw, problems)
+        if step is not None:
+            steps[step.name] = step
+    start = data.get("start")
+    if start not in raw_steps:
+        problems.add(source, None, f"start names an unknown step {start!r}")
+        return None
+    command = data.get("command")
+    if command is not None and not (isinstance(command, str) and NAME_PATTERN.match(command)):
+        problems.add(source, None, f"command {command!r} should be lowercase letters and digits")
+        command = None
+    return Flow(
+        name=name, source=source, start=start, steps=steps, command=command,
+        title=str(data.get("title") or name), description=str(data.get("description") or ""),
+        in_menu=bool(data.get("in_menu", True)),
+    )
+
+
+def _load_step(source: str, flow: str, name: str, raw: Any, problems: _Problems) -> Step | None:
+    if not NAME_PATTERN.match(name):
+        problems.add(source, name, "step names are lowercase letters, digits and _ (at most 20)")
+        return None
+    if not isinstance(raw, dict):
+        problems.add(source, name, "should be a mapping")
+        return None
+    for key in sorted(set(raw) - STEP_KEYS):
+        problems.add(source, name, f"unknown key '{key}'")
+    end = bool(raw.get("end", False))
+    expects_raw = raw.get("expects", "nothing" if end else None)
+    try:
+        expects = Expects(expects_raw)
+    except ValueError:
+        known = ", ".join(e.value for e in Expects if e is not Expects.NOTHING)
+        problems.add(source, name, f"expects {expects_raw!r} is not one of: {known}")
+        return None
+    choices = _load_choices(source, name, raw.get("choices") or [], problems)
+    scale = raw.get("scale") or {}
+    low, high = int(scale.get("min", 1)), int(scale.get("max", 5))
+    if not low < high <= low + 10:
+        problems.add(source, name, "scale needs min < max, with at most 11 points")
+    profile = raw.get("profile")
+    if profile is not None and profile not in PROFILE_FIELDS:
+        problems.add(source, name, f"profile {profile!r} is not one of {sorted(PROFILE_FIELDS)}")
+    after = raw.get("after")
+    if after is not None and after not in AFTER_VALUES:
+        problems.add(source, name, f"after {after!r} is not one of {sorted(AFTER_VALUES)}")
+    return Step(
+        name=name,
+        template=str(raw.get("template") or f"{flow}/{name}.j2"),
+        expects=expects,
+        choices=choices,
+        scale=(low, high),
+        scale_labels={int(k): str(v) for k, v in (scale.get("labels") or {}).items()},
+        answer=raw.get("answer"),
+        keep=bool(raw.get("keep", False)),
+        profile=profile,
+        skippable=bool(raw.get("skippable", False)),
+        next=raw.get("next"),
+        end=end,
+        after=after,
+    )
+
+
+def _load_choices(source: str, step: str, raw: Any, problems: _Problems) -> tuple[Choice, ...]:
+    if not isinstance(raw, list):
+        problems.add(source, step, "choices should be a list")
+        return ()
+    choices: list[Choice] = []
+    for item in raw:
+        if not isinstance(item, dict) or "value" not in item or "label" not in item:
+            problems.add(source, step, f"each choice needs a value and a label: {item!r}")
+            continue
+        value = str(item["value"])
+        if not re.match(r"^[A-Za-z0-9_]{1,20}$", value):
+            problems.add(source, step, f"choice value {value!r} should be letters, digits, _")
+        if any(existing.value == value for existing in choices):
+            problems.add(source, step, f"choice value {value!r} appears twice")
+        choices.append(Choice(value=value, label=str(item["label"]), next=item.get("next")))
+    return tuple(choices)
+
+
+def _check_flow(flow: Flow, template_exists: Callable[[str], bool], problems: _Problems) -> None:
+    for step in flow.steps.values():
+        if not template_exists(step.template):
+            problems.add(flow.source, step.name, f"no template (looked for {step.template})")
+        for target in step.targets():
+            if target not in flow.steps:
+                problems.add(flow.source, step.name, f"leads to an unknown step '{target}'")
+        _check_shape(flow, step, problems)
+    for orphan in sorted(set(flow.steps) - _reachable(flow)):
+        problems.add(flow.source, orphan, f"cannot be reached from the start step '{flow.start}'")
+
+
+def _check_shape(flow: Flow, step: Step, problems: _Problems) -> None:
+    """An end step asks nothing; every other step must lead somewhere for every answer."""
+    if step.end:
+        if step.next or step.choices or step.expects is not Expects.NOTHING:
+            problems.add(flow.source, step.name, "an end step cannot expect input or lead on")
+        return
+    if step.expects is Expects.NOTHING:
+        problems.add(flow.source, step.name, "is a dead end: it expects nothing and is not an end")
+        return
+    if step.expects is Expects.CHOICE and not step.choices:
+        problems.add(flow.source, step.name, "expects a choice but lists no choices")
+    for choice in step.choices:
+        if not (choice.next or step.next):
+            problems.add(flow.source, step.name,
+                         f"is a dead end: choice '{choice.value}' leads nowhere (add next)")
+    needs_next = step.expects is not Expects.CHOICE or step.skippable
+    if needs_next and not step.next:
+        problems.add(flow.source, step.name, "is a dead end: it has no next step")
+    if step.after:
+        problems.add(flow.source, step.name, "after is only for end steps")
+    if step.keep and not step.answer:
+        problems.add(flow.source, step.name, "keep needs an answer name to keep it under")
+    if step.keep and step.expects is not Expects.TEXT:
+        problems.add(flow.source, step.name, "keep is for free-text answers")
+
+
+def _reachable(flow: Flow) -> set[str]:
+    seen = {flow.start}
+    queue = deque([flow.start])
+    while queue:
+        step = flow.steps.get(queue.popleft())
+        if step is None:
+            continue
+        for target in step.targets():
+            if target not in seen and target in flow.steps:
+                seen.add(target)
+                queue.append(target)
+    return seen

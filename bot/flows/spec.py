@@ -1,0 +1,77 @@
+"""The shape of a flow once loaded from `dialogs/*.yaml`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Expects(str, Enum):
+    CHOICE = "choice"
+    TEXT = "text"
+    SCALE = "scale"
+    COUNTRY = "country"
+    LANGUAGE = "language"
+    NOTHING = "nothing"
+
+
+PROFILE_FIELDS = frozenset({"focus", "country", "keep_reflections", "language"})
+FOCUS_VALUES = ("partner", "family", "friend", "work", "healing")
+
+
+@dataclass(frozen=True)
+class Choice:
+    value: str
+    label: str
+    next: str | None
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    template: str
+    expects: Expects
+    choices: tuple[Choice, ...] = ()
+    scale: tuple[int, int] = (1, 5)
+    scale_labels: dict[int, str] = field(default_factory=dict)
+    answer: str | None = None
+    keep: bool = False
+    profile: str | None = None
+    skippable: bool = False
+    next: str | None = None
+    end: bool = False
+    after: str | None = None
+
+    def choice(self, value: str) -> Choice | None:
+        return next((choice for choice in self.choices if choice.value == value), None)
+
+    def targets(self) -> list[str]:
+        """Every step this one can lead to."""
+        found = [choice.next for choice in self.choices if choice.next]
+        if self.next:
+            found.append(self.next)
+        return found
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    source: str
+    start: str
+    steps: dict[str, Step]
+    command: str | None = None
+    title: str = ""
+    description: str = ""
+    in_menu: bool = True
+
+    @property
+    def step_order(self) -> list[str]:
+        """Steps in the order they appear in the file, used to say "step 2 of 7"."""
+        return list(self.steps)
+
+    def position(self, step: str) -> tuple[int, int]:
+        """(number of this step, number of steps that ask something), for progress lines."""
+        asking = [name for name, spec in self.steps.items() if not spec.end]
+        if step in asking:
+            return asking.index(step) + 1, len(asking)
+        return len(asking), len(asking)

@@ -1,0 +1,85 @@
+"""Render prompts: one Jinja2 environment, strict about unknown names, HTML-escaped output.
+
+Templates live in `prompts/<locale>/`; a locale missing a file falls back to the
+default locale's. A line holding only `---` splits one template into several chat
+messages.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+
+from bot.i18n import Translations
+
+MESSAGE_SPLIT = re.compile(r"^\s*---\s*$", re.MULTILINE)
+_current_locale: contextvars.ContextVar[str] = contextvars.ContextVar("locale", default="en")
+
+
+def excerpt(text: Any, limit: int = 500) -> str:
+    """The start of a long answer, cut at a word boundary, with an ellipsis."""
+    value = str(text).strip()
+    if len(value) <= limit:
+        return value
+    cut = value[:limit].rsplit(None, 1)[0] if " " in value[:limit] else value[:limit]
+    return cut.rstrip(",.;:-") + "…"
+
+
+class Renderer:
+    def __init__(self, prompts_dir: Path, translations: Translations) -> None:
+        self.prompts_dir = prompts_dir
+        self.translations = translations
+        self.default_locale = translations.default_locale
+        self.env = Environment(
+            loader=FileSystemLoader(str(prompts_dir)),
+            autoescape=select_autoescape(enabled_extensions=("j2", "html"), default=True),
+            undefined=StrictUndefined,
+            extensions=["jinja2.ext.i18n"],
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+            cache_size=-1,  # compile each template once, keep it for the life of the process
+            auto_reload=False,
+        )
+        self.env.install_gettext_callables(  # type: ignore[attr-defined]
+            gettext=self._gettext, ngettext=self._ngettext, newstyle=True
+        )
+        self.env.globals["excerpt"] = excerpt
+
+    @property
+    def locales(self) -> list[str]:
+        on_disk = {p.name for p in self.prompts_dir.iterdir() if p.is_dir()}
+        return sorted(on_disk | set(self.translations.locales))
+
+    def template_exists(self, name: str, locale: str | None = None) -> bool:
+        return (self.prompts_dir / (locale or self.default_locale) / name).is_file()
+
+    def render(self, name: str, locale: str, context: Mapping[str, Any]) -> list[str]:
+        """Render template `name` for `locale`; returns the chat messages it makes."""
+        candidates = [f"{locale}/{name}", f"{self.default_locale}/{name}"]
+        try:
+            template = self.env.select_template(candidates)
+        except TemplateNotFound as error:
+            raise TemplateNotFound(f"{name} (for locale {locale})") from error
+        token = _current_locale.set(locale)
+        try:
+            text = template.render(**context)
+        finally:
+            _current_locale.reset(token)
+        parts = [part.strip() for part in MESSAGE_SPLIT.split(text)]
+        return [part for part in parts if part]
+
+    def gettext(self, locale: str, message: str) -> str:
+        return self.translations.gettext(locale, message)
+
+    # Jinja's new-style gettext wraps these: it escapes and fills in %(name)s itself.
+    def _gettext(self, message: str) -> str:
+        return self.translations.gettext(_current_locale.get(), message)
+
+    def _ngettext(self, singular: str, plural: str, n: int) -> str:
+        return self.translations.for_locale(_current_locale.get()).ngettext(singular, plural, n)

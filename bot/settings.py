@@ -1,0 +1,96 @@
+"""Settings from the environment (and an optional `.env` file), validated at start-up."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(Exception):
+    """Raised with one readable line per bad value."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    telegram_bot_token: str | None = Field(default=None, repr=False)
+    telegram_api_base_url: str = "https://api.telegram.org"
+    database_url: str | None = None
+    haven_data_dir: Path = PROJECT_ROOT / "data"
+    webhook_url: str | None = None
+    webhook_secret: str | None = Field(default=None, repr=False)
+    port: int = Field(default=8080, ge=1, le=65535)
+    haven_dialogs_dir: Path = PROJECT_ROOT / "dialogs"
+    haven_prompts_dir: Path = PROJECT_ROOT / "prompts"
+    haven_default_locale: str = "en"
+    haven_log_level: str = "INFO"
+    haven_console_user_id: int = 1
+    haven_max_answer_chars: int = Field(default=2000, ge=100, le=4000)
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _token_shape(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        number, _, secret = value.partition(":")
+        if not number.isdigit() or not secret:
+            raise ValueError("should look like 123456789:AA... as given by @BotFather")
+        return value
+
+    @field_validator("telegram_api_base_url", "webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("should start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_shape(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+        if not 1 <= len(value) <= 256 or set(value) - allowed:
+            raise ValueError("should be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @field_validator("haven_log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("should be DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        """The configured database, or a SQLite file in the data directory."""
+        if self.database_url:
+            url = self.database_url
+            # Hosting platforms hand out postgres:// URLs; SQLAlchemy wants the async driver named.
+            for prefix in ("postgres://", "postgresql://"):
+                if url.startswith(prefix):
+                    return "postgresql+asyncpg://" + url[len(prefix) :]
+            return url
+        return f"sqlite+aiosqlite:///{self.haven_data_dir / 'haven.sqlite3'}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings, turning pydantic's errors into plain sentences."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            name = ".".join(str(part) for part in problem["loc"]).upper() or "settings"
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{name}: {message}")
+        raise SettingsError("\n".join(lines)) from None

@@ -1,0 +1,77 @@
+"""The database tables: people, where they are in each flow, and what they chose to keep."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, unique=True, nullable=False)
+    first_name: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+    language: Mapped[str] = mapped_column(String(16), default="en", nullable=False)
+    focus: Mapped[str | None] = mapped_column(String(16))
+    country: Mapped[str | None] = mapped_column(String(2))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    # None until the person has answered the consent question at onboarding.
+    keep_reflections: Mapped[bool | None] = mapped_column(Boolean)
+    onboarded: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # The flow the person is in now, and one they asked to switch to (awaiting a yes/no).
+    active_flow: Mapped[str | None] = mapped_column(String(32))
+    pending_flow: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class FlowRun(Base):
+    """One pass through a flow: open while the person is in it (or paused it), done at the end."""
+
+    __tablename__ = "flow_runs"
+    __table_args__ = (Index("ix_flow_runs_user_flow_status", "user_id", "flow", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    flow: Mapped[str] = mapped_column(String(32), nullable=False)
+    step: Mapped[str] = mapped_column(String(32), nullable=False)
+    answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    status: Mapped[str] = mapped_column(String(8), default="open", nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # Optimistic locking: a write based on a stale read fails instead of overwriting.
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Reflection(Base):
+    """An answer the person chose to keep, with the question it answered."""
+
+    __tablename__ = "reflections"
+    __table_args__ = (Index("ix_reflections_user_created", "user_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    flow: Mapped[str] = mapped_column(String(32), nullable=False)
+    step: Mapped[str] = mapped_column(String(32), nullable=False)
+    question: Mapped[str] = mapped_column(String(64), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
