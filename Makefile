@@ -27,5 +27,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/turns.py
 
 extract-messages: $(STAMP)  ## refresh bot/locale/messages.pot from the code, templates and dialogs
-	$(BIN)/pybabel extract -F babel.cfg -o bot/locale/messages.pot --no-location --omit-header .
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --sort-output -o bot/locale/messages.pot --no-location --omit-header .
 	$(BIN)/pybabel update -i bot/locale/messages.pot -d bot/locale --no-fuzzy-matching

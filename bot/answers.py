@@ -90,10 +90,7 @@ def parse_language(typed: str, locales: Sequence[str]) -> str | None:
     wanted = normalise(typed)
     for locale in locales:
         names = {normalise(locale), normalise(locale_display_name(locale))}
-        try:
-            names.add(normalise(Locale("en").languages.get(locale.split("_")[0], "")))
-        except ValueError:
-            pass
+        names.add(normalise(Locale("en").languages.get(locale.split("_")[0], "")))
         if wanted in names:
             return locale
     return None

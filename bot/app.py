@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.engine import Engine, EngineConfig
-from bot.flows.loader import load_flows
+from bot.flows.loader import FlowError, load_flows
 from bot.flows.machine import FlowMachine, build_machines
-from bot.flows.samples import render_errors
+from bot.flows.samples import render_errors, system_render_errors
 from bot.flows.spec import Flow
-from bot.i18n import Translations
+from bot.i18n import LOCALE_DIR, Translations
 from bot.rendering import Renderer
 from bot.settings import Settings
 from bot.storage.database import create_engine, migrate
@@ -24,15 +24,23 @@ class Content:
     renderer: Renderer
 
 
-def load_content(dialogs_dir: Path, prompts_dir: Path, default_locale: str = "en") -> Content:
+def load_content(
+    dialogs_dir: Path, prompts_dir: Path, default_locale: str = "en",
+    locale_dir: Path = LOCALE_DIR,
+) -> Content:
     """Load and validate every flow and render every template once (raises FlowError)."""
-    translations = Translations(default_locale)
+    prompt_locales = [path.name for path in prompts_dir.iterdir() if path.is_dir()]
+    translations = Translations(default_locale, prompt_locales, locale_dir)
     renderer = Renderer(prompts_dir, translations)
     flows = load_flows(
         dialogs_dir,
         template_exists=renderer.template_exists,
         render_check=lambda flow: render_errors(renderer, flow, default_locale),
     )
+    broken = [f"prompts/{default_locale}/{template}: does not render: {error}"
+              for template, error in system_render_errors(renderer, default_locale)]
+    if broken:
+        raise FlowError("\n".join(broken))
     return Content(flows=flows, machines=build_machines(flows), renderer=renderer)
 
 

@@ -16,8 +16,15 @@ from typing import Any
 
 from bot import callbacks
 from bot.answers import (
-    NO_WORDS, SKIP_WORDS, YES_WORDS, country_name, match_label, normalise, parse_country,
-    parse_language, parse_scale,
+    NO_WORDS,
+    SKIP_WORDS,
+    YES_WORDS,
+    country_name,
+    match_label,
+    normalise,
+    parse_country,
+    parse_language,
+    parse_scale,
 )
 from bot.crisis_lines import lines_for
 from bot.flows.machine import ANSWER, SKIP, FlowMachine, pick
@@ -165,9 +172,7 @@ class _Turn:
                 self._say("system/setup_first.j2")
             await self._enter(ONBOARDING, resume_note=name != "start")
             return
-        if name == "start":
-            await self._menu()
-        elif name == "menu":
+        if name == "start" or name == "menu":
             await self._menu()
         elif name == "progress":
             await self._progress()
@@ -179,16 +184,15 @@ class _Turn:
 
     async def _cancel(self) -> None:
         flow_name = self.user.active_flow
-        if flow_name is None or flow_name == ONBOARDING:
+        if flow_name is None:
             self._say("system/nothing_to_cancel.j2")
-            if flow_name == ONBOARDING:
-                await self._repeat_current_step()
             return
         flow = self.engine.flows[flow_name]
         self.user.active_flow = None
         self.user.pending_flow = None
+        command = "start" if flow_name == ONBOARDING else flow.command
         self._say("system/cancelled.j2", flow_title=self._t(flow.title),
-                  command=f"/{flow.command}" if flow.command else None)
+                  command=f"/{command}" if command else None)
 
     async def _request_flow(self, name: str) -> None:
         """Start or resume flow `name`, asking first if it would leave another flow."""
@@ -214,8 +218,7 @@ class _Turn:
                 self._say("system/resume.j2", flow_title=self._t(flow.title))
             self._render_step(flow, run)
             return
-        run = self.unit.start_run(self.user, name, flow.start)
-        await self.unit.session.flush()  # the run's id goes into its buttons
+        run = await self.unit.start_run(self.user, name, flow.start)
         self._render_step(flow, run)
 
     async def _menu(self) -> None:
@@ -230,7 +233,8 @@ class _Turn:
             number, total = flow.position(run.step if run else flow.start)
             entries.append({
                 "name": flow.name, "title": self._t(flow.title),
-                "description": self._t(flow.description), "command": f"/{flow.command}",
+                "description": self._t(flow.description),
+                "command": f"/{flow.command}" if flow.command else None,
                 "status": "active" if run else ("done" if counts.get(flow.name) else "new"),
                 "step_number": number, "step_count": total,
                 "times_completed": counts.get(flow.name, 0),
@@ -289,13 +293,16 @@ class _Turn:
             if step.scale[0] <= number <= step.scale[1]:
                 await self._advance(flow, run, step, ANSWER, number)
                 return
-        elif step.expects is Expects.COUNTRY and step.choice(value) is not None:
-            await self._advance(flow, run, step, ANSWER, value)
-            return
-        elif step.expects is Expects.LANGUAGE and value in self.engine.renderer.locales:
+        elif self._is_offered(step, value):
             await self._advance(flow, run, step, ANSWER, value)
             return
         await self._stale_button()
+
+    def _is_offered(self, step: Step, value: str) -> bool:
+        """Whether a country or language button with `value` is one this step offers."""
+        if step.expects is Expects.COUNTRY:
+            return step.choice(value) is not None
+        return step.expects is Expects.LANGUAGE and value in self.engine.renderer.locales
 
     async def _answer_switch(self, confirm: bool) -> None:
         target = self.user.pending_flow
@@ -322,8 +329,9 @@ class _Turn:
         typed = raw.strip()
         if self.user.pending_flow:
             word = normalise(typed)
-            if word in YES_WORDS or word in NO_WORDS:
-                await self._answer_switch(word in YES_WORDS)
+            picked = match_label(typed, [self._t(SWITCH_LABEL), self._t(STAY_LABEL)])
+            if picked is not None or word in YES_WORDS or word in NO_WORDS:
+                await self._answer_switch(picked == 0 or word in YES_WORDS)
                 return
             self.user.pending_flow = None  # they moved on: treat it as an answer to the step
         located = await self._current()

@@ -27,11 +27,12 @@ def N_(message: str) -> str:
 class Translations:
     """Every available catalog, with English (the msgids themselves) as the fallback."""
 
-    def __init__(self, default_locale: str = "en", extra_locales: Iterable[str] = ()) -> None:
+    def __init__(self, default_locale: str = "en", extra_locales: Iterable[str] = (),
+                 locale_dir: Path = LOCALE_DIR) -> None:
         self.default_locale = default_locale
         self._catalogs: dict[str, gettext.NullTranslations] = {}
-        if LOCALE_DIR.is_dir():
-            for po_path in sorted(LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
+        if locale_dir.is_dir():
+            for po_path in sorted(locale_dir.glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
                 locale = po_path.parent.parent.name
                 self._catalogs[locale] = _compile(po_path)
         self.locales = sorted({default_locale, *self._catalogs, *extra_locales})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class Message:
     buttons: tuple[tuple[Button, ...], ...] = ()
 
 
-class InputKind(str, Enum):
+class InputKind(StrEnum):
     TEXT = "text"
     COMMAND = "command"
     PRESS = "press"

@@ -13,7 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    select_autoescape,
+)
 
 from bot.i18n import Translations
 
@@ -53,8 +59,8 @@ class Renderer:
 
     @property
     def locales(self) -> list[str]:
-        on_disk = {p.name for p in self.prompts_dir.iterdir() if p.is_dir()}
-        return sorted(on_disk | set(self.translations.locales))
+        """Every locale with templates or a catalog (the default locale among them)."""
+        return self.translations.locales
 
     def template_exists(self, name: str, locale: str | None = None) -> bool:
         return (self.prompts_dir / (locale or self.default_locale) / name).is_file()

@@ -38,12 +38,13 @@ class ConsoleChat:
             extra["language_code"] = self.language_code
         if typed.isdigit() and self.buttons and 1 <= int(typed) <= len(self.buttons):
             return Incoming(chat_id=self.user_id, kind=InputKind.PRESS,
-                            text=self.buttons[int(typed) - 1].data, **extra)  # type: ignore[arg-type]
+                            text=self.buttons[int(typed) - 1].data, **extra)
         return text(self.user_id, typed, **extra)
 
     def show(self, reply: Reply) -> None:
         for message in reply.messages:
-            self.out.write("\nHaven: " + html_to_text(message.text).replace("\n", "\n       ") + "\n")
+            shown = html_to_text(message.text).replace("\n", "\n       ")
+            self.out.write(f"\nHaven: {shown}\n")
             if message.buttons:
                 self.buttons = [button for row in message.buttons for button in row]
                 for number, button in enumerate(self.buttons, start=1):

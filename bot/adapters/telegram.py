@@ -15,15 +15,24 @@ from typing import Any
 from urllib.parse import urlparse
 
 from telegram import (
-    BotCommand, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Update,
+    BotCommand,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Update,
 )
 from telegram import Message as TelegramMessage
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import (
-    AIORateLimiter, Application, ApplicationBuilder, BaseUpdateProcessor, ContextTypes,
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    BaseUpdateProcessor,
+    ContextTypes,
     TypeHandler,
 )
+from telegram.request import BaseRequest
 
 from bot.adapters.splitting import split_html
 from bot.engine import Engine
@@ -153,8 +162,10 @@ def _keyboard(message: Message) -> InlineKeyboardMarkup | None:
 
 
 def build_application(
-    settings: Settings, engine: Engine, rate_limited: bool = True
+    settings: Settings, engine: Engine, rate_limited: bool = True,
+    request: BaseRequest | None = None,
 ) -> Application[Any, Any, Any, Any, Any, Any]:
+    """The python-telegram-bot Application for Haven; `request` replaces the HTTP client."""
     assert settings.telegram_bot_token is not None
     adapter = TelegramAdapter(engine)
     base = settings.telegram_api_base_url
@@ -174,6 +185,8 @@ def build_application(
         .post_init(post_init)
         .post_shutdown(post_shutdown)
     )
+    if request is not None:
+        builder = builder.request(request).get_updates_request(request)
     if rate_limited:
         builder = builder.rate_limiter(AIORateLimiter(max_retries=3))
     application = builder.build()

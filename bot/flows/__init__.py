@@ -1,1 +1,1 @@
-"""Flows as data: their description (spec), loading and validation (loader), and movement (machine)."""
+"""Flows as data: their shape (spec), loading and validation (loader), movement (machine)."""

@@ -112,7 +112,7 @@ def _load_file(path: Path, problems: _Problems) -> Flow | None:
         problems.add(source, None, f"command {command!r} should be lowercase letters and digits")
         command = None
     return Flow(
-        name=name, source=source, start=start, steps=steps, command=command,
+        name=name, source=source, start=str(start), steps=steps, command=command,
         title=str(data.get("title") or name), description=str(data.get("description") or ""),
         in_menu=bool(data.get("in_menu", True)),
     )
@@ -130,7 +130,7 @@ def _load_step(source: str, flow: str, name: str, raw: Any, problems: _Problems)
     end = bool(raw.get("end", False))
     expects_raw = raw.get("expects", "nothing" if end else None)
     try:
-        expects = Expects(expects_raw)
+        expects = Expects(str(expects_raw))
     except ValueError:
         known = ", ".join(e.value for e in Expects if e is not Expects.NOTHING)
         problems.add(source, name, f"expects {expects_raw!r} is not one of: {known}")

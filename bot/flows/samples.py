@@ -53,3 +53,77 @@ def render_errors(renderer: Renderer, flow: Flow, locale: str) -> Iterator[tuple
             else:
                 continue
             break
+
+
+def _menu_entries() -> list[dict[str, Any]]:
+    return [
+        {"name": "a", "title": "Self-awareness", "description": "Five reflections",
+         "command": "/aware", "status": status, "step_number": 2, "step_count": 6,
+         "times_completed": times}
+        for status, times in (("new", 0), ("active", 0), ("active", 2), ("done", 1), ("done", 3))
+    ]
+
+
+# Every system template, with context shaped exactly as the engine passes it.
+SYSTEM_SAMPLES: dict[str, list[dict[str, Any]]] = {
+    "system/help.j2": [
+        {"resources": {"country_name": "United Kingdom", "emergency": "999", "fallback": False,
+                       "lines": [{"name": "Samaritans", "contact": "116 123", "hours": "24/7"},
+                                 {"name": "Line", "contact": "0800", "hours": ""}]},
+         "commands": [{"command": "/menu", "description": "Everything"}]},
+        {"resources": {"country_name": "", "emergency": "your local emergency number",
+                       "fallback": True,
+                       "lines": [{"name": "Find A Helpline", "contact": "findahelpline.com",
+                                  "hours": ""}]},
+         "commands": []},
+    ],
+    "system/menu.j2": [{"flows": _menu_entries()}, {"flows": []}],
+    "system/progress.j2": [
+        {"completed": [{"title": "Self-awareness", "count": 1},
+                       {"title": "Self-awareness", "count": 4}],
+         "in_progress": [{"title": "Self-awareness", "step_number": 2, "step_count": 6}],
+         "reflections": 5, "keep_reflections": True},
+        {"completed": [], "in_progress": [], "reflections": 0, "keep_reflections": False},
+        {"completed": [], "in_progress": [], "reflections": 1, "keep_reflections": True},
+    ],
+    "system/setup_first.j2": [{}],
+    "system/unknown_command.j2": [{"command": "/dance"}],
+    "system/nothing_to_cancel.j2": [{}],
+    "system/cancelled.j2": [{"flow_title": "Self-awareness", "command": "/aware"},
+                            {"flow_title": "Settings", "command": None}],
+    "system/switch_flow.j2": [{"current_title": "Self-awareness", "new_title": "Settings"}],
+    "system/resume.j2": [{"flow_title": "Self-awareness"}],
+    "system/stay.j2": [{"flow_title": "Self-awareness"}],
+    "system/stale_button.j2": [{}],
+    "system/empty.j2": [{}],
+    "system/too_long.j2": [{"limit": 2000}],
+    "system/expected_choice.j2": [{"labels": ["Yes, keep them", "No, don't keep them"]}],
+    "system/expected_scale.j2": [{"low": 1, "high": 5}],
+    "system/expected_country.j2": [{}],
+    "system/outside_flow.j2": [{}],
+    "system/not_text.j2": [
+        {"kind": kind, "expected": expected}
+        for kind in ("sticker", "photo", "voice", "video", "document", "other")
+        for expected in ("text", "choice", "scale", "country", "language", "none")
+    ],
+    "system/busy.j2": [{}],
+}
+
+
+def system_render_errors(renderer: Renderer, locale: str) -> Iterator[tuple[str, str]]:
+    """(template, error) for each system template that fails to render in `locale`."""
+    for template, contexts in SYSTEM_SAMPLES.items():
+        for context in contexts:
+            for user in sample_users():
+                try:
+                    texts = renderer.render(template, locale,
+                                            {"user": user, "answers": {}, **context})
+                except Exception as error:  # noqa: BLE001 - report every kind of failure
+                    yield template, f"{type(error).__name__}: {error}"
+                    break
+                if not texts:
+                    yield template, "renders to an empty message"
+                    break
+            else:
+                continue
+            break

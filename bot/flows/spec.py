@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Expects(str, Enum):
+class Expects(StrEnum):
     CHOICE = "choice"
     TEXT = "text"
     SCALE = "scale"

@@ -30,7 +30,7 @@ class UnitOfWork:
             return user
         values = {"chat_id": chat_id, "first_name": first_name[:128], "language": language,
                   "onboarded": False, "created_at": utcnow(), "updated_at": utcnow()}
-        dialect = self.session.bind.dialect.name
+        dialect = self.session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         statement = insert(User).values(**values).on_conflict_do_nothing(index_elements=["chat_id"])
         await self.session.execute(statement)
@@ -60,9 +60,10 @@ class UnitOfWork:
         )
         return list(result.scalars())
 
-    def start_run(self, user: User, flow: str, step: str) -> FlowRun:
+    async def start_run(self, user: User, flow: str, step: str) -> FlowRun:
         run = FlowRun(user_id=user.id, flow=flow, step=step, answers={}, status=OPEN)
         self.session.add(run)
+        await self.session.flush()  # the run's id goes into its buttons
         return run
 
     def finish_run(self, run: FlowRun) -> None:

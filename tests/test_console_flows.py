@@ -1,0 +1,168 @@
+"""Onboarding and self-awareness walked through the console adapter, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from bot.adapters.console import ConsoleChat
+from bot.storage.models import FlowRun, Reflection, User
+from bot.storage.repository import Repository
+from tests.helpers import labels, texts
+
+ANSWERS = {
+    "triggers": "When plans change at the last minute my chest gets tight.",
+    "past": "Growing up, arguments were loud, so I go quiet to keep the peace.",
+    "boundaries": "I need an hour to myself after work before we talk.",
+    "stress": "I go silent & leave the room <then feel bad>.",
+    "impact": "I listen well, but I sometimes roll my eyes when I'm tired.",
+}
+
+
+async def onboard(chat: ConsoleChat, keep: str = "Yes, keep them", focus: str = "Partner") -> None:
+    reply = await chat.send("/start")
+    assert "not therapy" in texts(reply)
+    assert "not a crisis service" in texts(reply)
+    assert "/help" in texts(reply)
+    reply = await chat.send("Sounds good")
+    assert "keep your reflections" in texts(reply)
+    assert labels(reply) == ["Yes, keep them", "No, don't keep them"]
+    reply = await chat.send(keep)
+    assert "Partner" in labels(reply)
+    reply = await chat.send(focus)
+    assert "United Kingdom" in labels(reply)
+    reply = await chat.send("new zealand")
+    assert "all set" in texts(reply)
+    assert "/aware" in texts(reply)
+
+
+async def stored_user(repository: Repository, chat_id: int) -> User:
+    async with repository.unit() as unit:
+        user = await unit.find_user(chat_id)
+    assert user is not None
+    return user
+
+
+async def test_onboarding_saves_the_profile(chat: ConsoleChat, repository: Repository) -> None:
+    await onboard(chat)
+    user = await stored_user(repository, chat.user_id)
+    assert user.onboarded is True
+    assert user.keep_reflections is True
+    assert user.focus == "partner"
+    assert user.country == "NZ"
+    assert user.first_name == "Sam"
+    assert user.active_flow is None
+
+
+async def test_self_awareness_end_to_end(chat: ConsoleChat, repository: Repository) -> None:
+    await onboard(chat)
+    reply = await chat.send("/aware")
+    assert "five short reflections" in texts(reply).lower()
+    reply = await chat.send("Let's begin")
+    assert "Skip" in labels(reply)
+    for name in ("triggers", "past", "boundaries", "stress"):
+        reply = await chat.send(ANSWERS[name])
+    reply = await chat.send(ANSWERS["impact"])
+    summary = texts(reply)
+    for answer in ANSWERS.values():
+        assert answer in summary, f"the summary should quote {answer!r}"
+    # The person's words are escaped, not interpreted, in Telegram HTML.
+    assert "&amp; leave the room &lt;then feel bad&gt;" in "".join(m.text for m in reply.messages)
+
+    async with repository.unit() as unit:
+        user = await unit.find_user(chat.user_id)
+        assert user is not None
+        rows = (await unit.session.execute(
+            select(Reflection).where(Reflection.user_id == user.id).order_by(Reflection.id)
+        )).scalars().all()
+        runs = (await unit.session.execute(
+            select(FlowRun).where(FlowRun.user_id == user.id, FlowRun.flow == "self_awareness")
+        )).scalars().all()
+    assert [(row.question, row.text) for row in rows] == list(ANSWERS.items())
+    assert all(row.flow == "self_awareness" for row in rows)
+    assert [(run.status, run.answers) for run in runs] == [("done", {})]
+    assert user.active_flow is None
+
+    reply = await chat.send("/progress")
+    assert "5 reflections" in texts(reply)
+    assert "Self-awareness" in texts(reply)
+
+
+async def test_skipped_reflections_are_not_quoted_or_kept(
+    chat: ConsoleChat, repository: Repository
+) -> None:
+    await onboard(chat)
+    await chat.send("/aware")
+    await chat.send("Let's begin")
+    await chat.send("skip")
+    await chat.send(ANSWERS["past"])
+    await chat.send("Skip")
+    await chat.send("skip")
+    reply = await chat.send("skip")
+    assert ANSWERS["past"] in texts(reply)
+    assert ANSWERS["triggers"] not in texts(reply)
+    async with repository.unit() as unit:
+        user = await unit.find_user(chat.user_id)
+        assert user is not None
+        kept = await unit.reflections(user)
+    assert [(row.question, row.text) for row in kept] == [("past", ANSWERS["past"])]
+
+
+async def test_nothing_is_kept_without_consent(chat: ConsoleChat, repository: Repository) -> None:
+    await onboard(chat, keep="No, don't keep them")
+    await chat.send("/aware")
+    await chat.send("Let's begin")
+    reply = None
+    for name in ("triggers", "past", "boundaries", "stress", "impact"):
+        reply = await chat.send(ANSWERS[name])
+    assert reply is not None
+    assert ANSWERS["impact"] in texts(reply), "the summary still quotes this run's answers"
+    async with repository.unit() as unit:
+        user = await unit.find_user(chat.user_id)
+        assert user is not None
+        assert await unit.reflection_count(user) == 0
+        runs = (await unit.session.execute(select(FlowRun).where(FlowRun.user_id == user.id)))
+        assert all(run.answers == {} for run in runs.scalars())
+
+
+async def test_buttons_and_typing_reach_the_same_place(
+    chat: ConsoleChat, repository: Repository
+) -> None:
+    await chat.send("/start")
+    reply = await chat.send("1")  # the first button, by its number
+    assert "keep your reflections" in texts(reply)
+    reply = await chat.send("yes, keep")  # the start of a label
+    assert "Partner" in labels(reply)
+    reply = await chat.send("3")  # Friend
+    reply = await chat.send("Skip")
+    assert "all set" in texts(reply)
+    user = await stored_user(repository, chat.user_id)
+    assert (user.focus, user.country, user.keep_reflections) == ("friend", None, True)
+
+
+async def test_resume_after_restart_continues_at_the_same_step(
+    chat: ConsoleChat, repository: Repository, content, database_url: str
+) -> None:
+    """A new engine (as after a restart) on the same database continues mid-flow."""
+    from bot.engine import Engine
+    from bot.storage.database import create_engine
+
+    await onboard(chat)
+    await chat.send("/aware")
+    await chat.send("Let's begin")
+    await chat.send(ANSWERS["triggers"])
+    await chat.send(ANSWERS["past"])
+
+    fresh = Repository(create_engine(database_url))
+    try:
+        restarted = ConsoleChat(Engine(content.flows, content.machines, content.renderer, fresh),
+                                user_id=chat.user_id, out=chat.out)
+        reply = await restarted.send("/aware")
+        assert "where you left off" in texts(reply).lower()
+        assert "boundaries" in texts(reply).lower()
+        await restarted.send(ANSWERS["boundaries"])
+        await restarted.send(ANSWERS["stress"])
+        reply = await restarted.send(ANSWERS["impact"])
+    finally:
+        await fresh.close()
+    for answer in ANSWERS.values():
+        assert answer in texts(reply)
