@@ -15,6 +15,7 @@ SKIP_VALUE = "~skip"
 _STEP = re.compile(r"^s:(\d{1,12}):([a-z][a-z0-9_]{0,19}):(~skip|[A-Za-z0-9_]{1,20})$")
 _FLOW = re.compile(r"^f:([a-z][a-z0-9_]{0,19})$")
 _SWITCH = re.compile(r"^w:(yes|no)$")
+_JOURNAL = re.compile(r"^j:(\d{1,6})$")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,12 @@ class SwitchPress:
     confirm: bool
 
 
-Press = StepPress | FlowPress | SwitchPress
+@dataclass(frozen=True)
+class JournalPress:
+    page: int
+
+
+Press = StepPress | FlowPress | SwitchPress | JournalPress
 
 
 def step(run_id: int, step_name: str, value: str) -> str:
@@ -49,6 +55,10 @@ def switch(confirm: bool) -> str:
     return "w:yes" if confirm else "w:no"
 
 
+def journal(page: int) -> str:
+    return f"j:{page}"
+
+
 def parse(data: str) -> Press | None:
     """The press `data` describes, or None for anything Haven did not make."""
     if (match := _STEP.match(data)) is not None:
@@ -57,6 +67,8 @@ def parse(data: str) -> Press | None:
         return FlowPress(match[1])
     if (match := _SWITCH.match(data)) is not None:
         return SwitchPress(match[1] == "yes")
+    if (match := _JOURNAL.match(data)) is not None:
+        return JournalPress(int(match[1]))
     return None
 
 

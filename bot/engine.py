@@ -14,6 +14,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from babel.dates import format_date
+
 from bot import callbacks
 from bot.answers import (
     NO_WORDS,
@@ -43,7 +45,9 @@ FREE_COMMANDS = frozenset({"help", "cancel"})
 SKIP_LABEL = N_("Skip")
 SWITCH_LABEL = N_("Yes, switch")
 STAY_LABEL = N_("No, stay here")
-MENU_LABEL = N_("Menu")
+OLDER_LABEL = N_("Older")
+NEWER_LABEL = N_("Newer")
+JOURNAL_PAGE_SIZE = 5
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class Engine:
                 entries.append((flow.command, flow.description or flow.title))
         entries += [
             ("progress", N_("What you have done so far")),
+            ("journal", N_("Your reflections, newest first")),
             ("settings", N_("Your focus, country and language")),
             ("cancel", N_("Leave the current flow (progress is kept)")),
             ("help", N_("Crisis lines and how Haven works")),
@@ -176,6 +181,8 @@ class _Turn:
             await self._menu()
         elif name == "progress":
             await self._progress()
+        elif name == "journal":
+            await self._journal(0)
         elif name in self.engine.commands:
             await self._request_flow(self.engine.commands[name])
         else:
@@ -258,6 +265,36 @@ class _Turn:
                   reflections=await self.unit.reflection_count(self.user),
                   keep_reflections=bool(self.user.keep_reflections))
 
+    async def _journal(self, page: int) -> None:
+        total = await self.unit.reflection_count(self.user)
+        pages = max(1, -(-total // JOURNAL_PAGE_SIZE))
+        page = min(page, pages - 1)
+        rows = await self.unit.reflections_page(self.user, page * JOURNAL_PAGE_SIZE,
+                                                JOURNAL_PAGE_SIZE)
+        entries = [{"date": format_date(row.created_at, format="medium", locale=self.locale),
+                    "flow_title": self._t(self._flow_title(row.flow)),
+                    "label": self._t(self._answer_label(row.flow, row.question)),
+                    "text": row.text} for row in rows]
+        nav = []
+        if page > 0:
+            nav.append(Button(self._t(NEWER_LABEL), callbacks.journal(page - 1)))
+        if page + 1 < pages:
+            nav.append(Button(self._t(OLDER_LABEL), callbacks.journal(page + 1)))
+        self._say("system/journal.j2", buttons=(tuple(nav),) if nav else (), entries=entries,
+                  page=page + 1, pages=pages, total=total,
+                  keep_reflections=bool(self.user.keep_reflections))
+
+    def _flow_title(self, name: str) -> str:
+        flow = self.engine.flows.get(name)
+        return flow.title if flow else name
+
+    def _answer_label(self, flow_name: str, answer: str) -> str:
+        flow = self.engine.flows.get(flow_name)
+        for step in flow.steps.values() if flow else ():
+            if step.answer == answer and step.label:
+                return step.label
+        return answer.replace("_", " ").capitalize()
+
     # ---- button presses --------------------------------------------------------
 
     async def _press(self, data: str) -> None:
@@ -267,6 +304,9 @@ class _Turn:
                 await self._command("start")
             else:
                 await self._request_flow(press.flow)
+            return
+        if isinstance(press, callbacks.JournalPress) and self.user.onboarded:
+            await self._journal(press.page)
             return
         if isinstance(press, callbacks.SwitchPress) and self.user.pending_flow:
             await self._answer_switch(press.confirm)

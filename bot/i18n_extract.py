@@ -18,6 +18,8 @@ def extract_dialogs(
         if data.get(key):
             yield 0, "gettext", str(data[key]), []
     for step in (data.get("steps") or {}).values():
+        if (step or {}).get("label"):
+            yield 0, "gettext", str(step["label"]), []
         for choice in (step or {}).get("choices") or []:
             if isinstance(choice, dict) and choice.get("label"):
                 yield 0, "gettext", str(choice["label"]), []

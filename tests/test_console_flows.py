@@ -166,3 +166,28 @@ async def test_resume_after_restart_continues_at_the_same_step(
         await fresh.close()
     for answer in ANSWERS.values():
         assert answer in texts(reply)
+
+
+async def test_journal_pages_through_reflections_newest_first(
+    chat: ConsoleChat, repository: Repository
+) -> None:
+    await onboard(chat)
+    reply = await chat.send("/journal")
+    assert "empty" in texts(reply)
+    for round_number in (1, 2):
+        await chat.send("/aware")
+        await chat.send("Let's begin")
+        for name in ("triggers", "past", "boundaries", "stress", "impact"):
+            await chat.send(f"Round {round_number}: {ANSWERS[name]}")
+    reply = await chat.send("/journal")
+    first_page = texts(reply)
+    assert "(1 of 2)" in first_page
+    assert f"Round 2: {ANSWERS['impact']}" in first_page
+    assert f"Round 1: {ANSWERS['triggers']}" not in first_page
+    assert first_page.index("Your impact on others") < first_page.index("What you tend to do")
+    assert labels(reply) == ["Older"]
+    reply = await chat.send("1")  # press "Older"
+    second_page = texts(reply)
+    assert "(2 of 2)" in second_page
+    assert f"Round 1: {ANSWERS['triggers']}" in second_page
+    assert labels(reply) == ["Newer"]

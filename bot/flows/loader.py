@@ -18,7 +18,7 @@ from bot.flows.spec import PROFILE_FIELDS, Choice, Expects, Flow, Step
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
 STEP_KEYS = {
-    "template", "expects", "choices", "scale", "answer", "keep", "profile",
+    "template", "expects", "choices", "scale", "answer", "label", "keep", "profile",
     "skippable", "next", "end", "after",
 }
 FLOW_KEYS = {"name", "command", "title", "description", "in_menu", "start", "steps"}
@@ -154,6 +154,7 @@ def _load_step(source: str, flow: str, name: str, raw: Any, problems: _Problems)
         scale=(low, high),
         scale_labels={int(k): str(v) for k, v in (scale.get("labels") or {}).items()},
         answer=raw.get("answer"),
+        label=str(raw.get("label") or ""),
         keep=bool(raw.get("keep", False)),
         profile=profile,
         skippable=bool(raw.get("skippable", False)),
@@ -217,6 +218,8 @@ def _check_shape(flow: Flow, step: Step, problems: _Problems) -> None:
         problems.add(flow.source, step.name, "keep needs an answer name to keep it under")
     if step.keep and step.expects is not Expects.TEXT:
         problems.add(flow.source, step.name, "keep is for free-text answers")
+    if step.keep and not step.label:
+        problems.add(flow.source, step.name, "keep needs a label, to name the answer in /journal")
 
 
 def _reachable(flow: Flow) -> set[str]:

@@ -107,6 +107,13 @@ SYSTEM_SAMPLES: dict[str, list[dict[str, Any]]] = {
         for expected in ("text", "choice", "scale", "country", "language", "none")
     ],
     "system/busy.j2": [{}],
+    "system/journal.j2": [
+        {"entries": [{"date": "24 Nov 2026", "flow_title": "Self-awareness",
+                      "label": "Triggers", "text": SAMPLE_TEXT}] * 2,
+         "page": 1, "pages": 3, "total": 12, "keep_reflections": keep}
+        for keep in (True, False)
+    ] + [{"entries": [], "page": 1, "pages": 1, "total": 0, "keep_reflections": keep}
+         for keep in (True, False)],
 }
 
 

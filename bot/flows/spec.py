@@ -35,6 +35,7 @@ class Step:
     scale: tuple[int, int] = (1, 5)
     scale_labels: dict[int, str] = field(default_factory=dict)
     answer: str | None = None
+    label: str = ""  # a short name for the answer, shown in the journal
     keep: bool = False
     profile: str | None = None
     skippable: bool = False

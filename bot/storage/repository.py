@@ -89,6 +89,15 @@ class UnitOfWork:
         )
         return int(result.scalar_one())
 
+    async def reflections_page(self, user: User, offset: int, limit: int) -> list[Reflection]:
+        """Reflections newest first, `limit` of them after skipping `offset`."""
+        result = await self.session.execute(
+            select(Reflection).where(Reflection.user_id == user.id)
+            .order_by(Reflection.created_at.desc(), Reflection.id.desc())
+            .offset(offset).limit(limit)
+        )
+        return list(result.scalars())
+
     async def reflections(self, user: User) -> list[Reflection]:
         result = await self.session.execute(
             select(Reflection).where(Reflection.user_id == user.id).order_by(Reflection.id)
