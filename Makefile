@@ -19,7 +19,7 @@ run: $(STAMP)  ## run the Telegram bot (needs TELEGRAM_BOT_TOKEN)
 	$(BIN)/python -m bot
 
 test: $(STAMP)  ## lint, type-check and run every test
-	$(BIN)/ruff check bot tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 

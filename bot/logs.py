@@ -22,18 +22,22 @@ class RedactToken(logging.Filter):
         return True
 
 
+# Libraries that would log what people write (SQL parameters, whole updates) or the token
+# (request URLs) below WARNING. They stay at WARNING whatever Haven's own level is.
+QUIET_LIBRARIES = ("httpx", "httpcore", "aiosqlite", "sqlalchemy", "asyncpg", "alembic",
+                   "transitions", "apscheduler", "aiohttp.access")
+
+
 def configure_logging(level: str, token: str | None) -> None:
+    """Haven's own loggers at `level`; every library at INFO at most, some at WARNING."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactToken(token))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    # httpx logs every request URL (which holds the token) at INFO; PTB logs whole updates
-    # (which hold people's messages) at DEBUG. Neither belongs in Haven's logs.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("transitions").setLevel(logging.WARNING)
-    for name in ("telegram", "telegram.ext", "apscheduler"):
-        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
+    numeric = logging.getLevelName(level)
+    # python-telegram-bot logs whole updates, with people's messages, at DEBUG.
+    root.setLevel(max(logging.INFO, numeric))
+    logging.getLogger("bot").setLevel(numeric)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -17,6 +17,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 def create_engine(url: str, **options: Any) -> AsyncEngine:
     """An async engine; for SQLite, a WAL file in an existing directory, one writer at a time."""
     parsed = make_url(url)
+    # Errors and logs would otherwise quote SQL parameters: people's own words.
+    options.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database, **options)
     options.setdefault("pool_pre_ping", True)

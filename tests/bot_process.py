@@ -1,0 +1,74 @@
+"""Run the real entry point, `python -m bot`, as a separate process for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bot.settings import PROJECT_ROOT
+from tests.fake_telegram import FakeTelegram
+
+
+class BotProcess:
+    def __init__(self, fake: FakeTelegram, database_url: str, data_dir: Path,
+                 **extra_env: str) -> None:
+        self.fake = fake
+        self.log_path = data_dir / "bot.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "HAVEN_"))},
+            "TELEGRAM_BOT_TOKEN": fake.token,
+            "TELEGRAM_API_BASE_URL": fake.base_url,
+            "DATABASE_URL": database_url,
+            "HAVEN_DATA_DIR": str(data_dir),
+            "HAVEN_LOG_LEVEL": "DEBUG",
+            "PYTHONUNBUFFERED": "1",
+            **extra_env,
+        }
+        self.env.pop("WEBHOOK_URL", None)
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Start the bot and wait until it is long-polling the fake Bot API."""
+        polls_before = len(self.fake.calls("getUpdates"))
+        log = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", cwd=PROJECT_ROOT, env=self.env,
+            stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while len(self.fake.calls("getUpdates")) <= polls_before:
+            if self.process.returncode is not None:
+                raise AssertionError(f"the bot exited with {self.process.returncode}:\n"
+                                     + self.log())
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the bot did not start polling in {timeout}s:\n"
+                                     + self.log())
+            await asyncio.sleep(0.05)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def kill(self) -> None:
+        """SIGKILL: no chance to tidy up, as when a machine dies."""
+        if self.process and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    async def stop(self) -> int | None:
+        """SIGTERM, as a platform does on a deploy; SIGKILL after 15 seconds."""
+        if self.process is None or self.process.returncode is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout=15)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            await self.process.wait()
+        return self.process.returncode

@@ -1,0 +1,194 @@
+"""The real bot process (`python -m bot`) against the fake Telegram Bot API, as a person uses it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.settings import PROJECT_ROOT
+from bot.storage.database import create_engine
+from bot.storage.repository import Repository
+from tests.bot_process import BotProcess
+from tests.fake_telegram import FakeTelegram, FakeUser
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "987654:E2E-secret-token-value"
+ANSWERS = [
+    "When I'm interrupted I feel dismissed & go cold.",
+    "At home growing up, <quiet> meant trouble.",
+    "I need time alone after a long day.",
+    "I shut down and say 'fine'.",
+    "I keep my promises, but I can be short with people when I'm tired.",
+]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(token=TOKEN) as server:
+        yield server
+    assert server.internal_errors == [], "\n".join(server.internal_errors)
+
+
+@pytest.fixture
+async def bot(fake: FakeTelegram, database_url: str, tmp_path: Path) -> AsyncIterator[BotProcess]:
+    process = BotProcess(fake, database_url, tmp_path)
+    await process.start()
+    yield process
+    await process.stop()
+    assert TOKEN not in process.log(), "the bot token reached the logs"
+    refused = [error for error in fake.errors if "blocked" not in error[2]]
+    assert refused == [], f"Telegram would have refused these calls: {refused}"
+
+
+def visible(messages: list) -> str:
+    return "\n\n".join(message.text or "" for message in messages)
+
+
+async def onboard(user: FakeUser) -> None:
+    await user.send("/start")
+    replies = await user.replies()
+    assert "not a crisis service" in visible(replies)
+    assert user.last_keyboard() == [["Sounds good"], ["Tell me more"]]
+    await user.press("Sounds good")
+    assert "keep your reflections" in visible(await user.replies())
+    await user.press("Yes, keep them")
+    await user.replies()
+    await user.press("Friend")
+    await user.replies()
+    await user.press("Ireland")
+    assert "all set" in visible(await user.replies())
+
+
+async def test_onboarding_and_self_awareness_through_telegram(
+    fake: FakeTelegram, bot: BotProcess, database_url: str
+) -> None:
+    user = fake.user(user_id=5001, first_name="Róisín")
+    await onboard(user)
+    assert {c["command"] for c in fake.commands} >= {"start", "menu", "aware", "help", "cancel"}
+
+    await user.send("/aware")
+    assert "Would you like to begin?" in visible(await user.replies())
+    await user.press("Let's begin")
+    await user.replies()
+    for answer in ANSWERS:
+        assert user.last_keyboard() == [["Skip"]]
+        await user.send(answer)
+        replies = await user.replies()
+    summary = visible(replies)
+    for answer in ANSWERS:
+        assert answer in summary
+    assert user.unanswered_callbacks() == []
+    pressed = [m for m in user.chat if m.edited]
+    assert pressed, "a pressed keyboard is taken away"
+    assert all(not m.buttons for m in pressed)
+
+    repository = Repository(create_engine(database_url))
+    try:
+        async with repository.unit() as unit:
+            person = await unit.find_user(5001)
+            assert person is not None
+            kept = await unit.reflections(person)
+            assert (person.focus, person.country, person.first_name) == ("friend", "IE", "Róisín")
+    finally:
+        await repository.close()
+    assert [row.text for row in kept] == ANSWERS
+    assert ANSWERS[0] not in bot.log(), "what people write never reaches the logs"
+
+
+async def test_a_killed_bot_continues_at_the_same_step(
+    fake: FakeTelegram, bot: BotProcess
+) -> None:
+    user = fake.user(user_id=5002)
+    await onboard(user)
+    await user.send("/aware")
+    await user.replies()
+    await user.press("Let's begin")
+    await user.replies()
+    await user.send(ANSWERS[0])
+    replies = await user.replies()
+    assert "your past" in visible(replies)
+
+    await bot.kill()
+    await bot.start()
+
+    await user.send(ANSWERS[1])
+    assert "boundaries" in visible(await user.replies()).lower()
+    for answer in ANSWERS[2:]:
+        await user.send(answer)
+        replies = await user.replies()
+    for answer in ANSWERS:
+        assert answer in visible(replies), "earlier answers survive the restart"
+
+
+async def test_bad_input_through_telegram(fake: FakeTelegram, bot: BotProcess) -> None:
+    user = fake.user(user_id=5003)
+    await onboard(user)
+    await user.send("/aware")
+    await user.replies()
+    old_keyboard = user.chat[-1].message_id
+    await user.press("Let's begin")
+    await user.replies()
+
+    await user.send_sticker()
+    reply = visible(await user.replies())
+    assert "text" in reply.lower()
+
+    query = await user.press_data("s:1:intro:begin", message_id=old_keyboard)
+    answer = await user.answer_to(query)
+    assert "earlier" in (answer.get("text") or "")
+    await user.replies()
+
+    await user.press_data("forged-data")
+    await user.replies()
+    await user.send("/unknowncommand")
+    assert "/unknowncommand" in visible(await user.replies())
+    await user.send("x" * 5000)
+    assert "2,000" in visible(await user.replies())
+
+    await user.send(ANSWERS[0])
+    assert "your past" in visible(await user.replies()), "the flow was where it was"
+    assert user.unanswered_callbacks() == []
+
+
+async def test_a_burst_keeps_order(fake: FakeTelegram, bot: BotProcess) -> None:
+    user = fake.user(user_id=5004)
+    await onboard(user)
+    await user.send("/aware")
+    await user.replies()
+    await user.press("Let's begin")
+    await user.replies()
+    for answer in ANSWERS:
+        await user.send(answer)
+    replies = await user.replies(timeout=20, quiet=1.0)
+    summary = visible(replies)
+    assert all(answer in summary for answer in ANSWERS)
+    order = [summary.index(answer) for answer in ANSWERS]
+    assert order == sorted(order), "answers were taken in the order they were sent"
+
+
+def test_without_a_token_it_explains_and_exits(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "WEBHOOK_"))}
+    env["HAVEN_DATA_DIR"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60,
+                            input="")
+    assert result.returncode == 2
+    assert "@BotFather" in result.stderr
+    assert "python -m bot console" in result.stderr
+    assert PROJECT_ROOT.exists()
+
+
+def test_bad_settings_are_named(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "WEBHOOK_"))}
+    env.update(TELEGRAM_BOT_TOKEN="not-a-token", PORT="99999", HAVEN_DATA_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "TELEGRAM_BOT_TOKEN" in result.stderr and "PORT" in result.stderr
+    assert "not-a-token" not in result.stderr, "a bad token is not echoed back"
