@@ -177,7 +177,9 @@ class _Turn:
                 self._say("system/setup_first.j2")
             await self._enter(ONBOARDING, resume_note=name != "start")
             return
-        if name == "start" or name == "menu":
+        if name == "start":
+            await self._welcome_back()
+        elif name == "menu":
             await self._menu()
         elif name == "progress":
             await self._progress()
@@ -188,6 +190,16 @@ class _Turn:
         else:
             self._say("system/unknown_command.j2", command=f"/{name}")
             await self._repeat_current_step()
+
+    async def _welcome_back(self) -> None:
+        """/start again: back to where the person was, or the menu."""
+        located = await self._current()
+        if located is None:
+            await self._menu()
+            return
+        flow, run, _step = located
+        self._say("system/resume.j2", flow_title=self._t(flow.title))
+        self._render_step(flow, run)
 
     async def _cancel(self) -> None:
         flow_name = self.user.active_flow

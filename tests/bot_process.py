@@ -29,12 +29,15 @@ class BotProcess:
             "PYTHONUNBUFFERED": "1",
             **extra_env,
         }
-        self.env.pop("WEBHOOK_URL", None)
+        if "WEBHOOK_URL" not in extra_env:
+            self.env.pop("WEBHOOK_URL", None)
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        """Start the bot and wait until it is long-polling the fake Bot API."""
-        polls_before = len(self.fake.calls("getUpdates"))
+        """Start the bot and wait until it listens: long-polling, or its webhook is set."""
+        webhook = "WEBHOOK_URL" in self.env
+        method = "setWebhook" if webhook else "getUpdates"
+        polls_before = len(self.fake.calls(method))
         log = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", cwd=PROJECT_ROOT, env=self.env,
@@ -42,7 +45,7 @@ class BotProcess:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        while len(self.fake.calls("getUpdates")) <= polls_before:
+        while len(self.fake.calls(method)) <= polls_before:
             if self.process.returncode is not None:
                 raise AssertionError(f"the bot exited with {self.process.returncode}:\n"
                                      + self.log())
@@ -72,3 +75,11 @@ class BotProcess:
                 self.process.kill()
             await self.process.wait()
         return self.process.returncode
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -192,3 +192,67 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "TELEGRAM_BOT_TOKEN" in result.stderr and "PORT" in result.stderr
     assert "not-a-token" not in result.stderr, "a bad token is not echoed back"
+
+
+async def test_webhook_mode(fake: FakeTelegram, database_url: str, tmp_path: Path) -> None:
+    import aiohttp
+
+    from tests.bot_process import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram-updates"
+    process = BotProcess(fake, database_url, tmp_path, WEBHOOK_URL=url,
+                         WEBHOOK_SECRET="s3cret-value_1", PORT=str(port))
+    await process.start()
+    try:
+        assert fake.webhook is not None and fake.webhook["url"] == url
+        user = fake.user(user_id=5005)
+        await user.send("/start")
+        await fake.deliver_pending()
+        assert "not a crisis service" in visible(await user.replies())
+        await user.press("Sounds good")
+        await fake.deliver_pending()
+        assert "keep your reflections" in visible(await user.replies())
+
+        # A request without Telegram's secret is refused and changes nothing.
+        forged = {"update_id": 1, "message": {
+            "message_id": 99, "date": 0, "text": "/start",
+            "chat": {"id": 5005, "type": "private", "first_name": "X"},
+            "from": {"id": 5005, "is_bot": False, "first_name": "X"}}}
+        async with aiohttp.ClientSession() as session:
+            for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
+                async with session.post(url, json=forged, headers=headers) as response:
+                    assert response.status == 403
+    finally:
+        await process.stop()
+    assert fake.calls("getUpdates") == [], "webhook mode never polls"
+
+
+def test_webhook_mode_needs_a_secret(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "WEBHOOK_"))}
+    env.update(TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_API_BASE_URL="http://127.0.0.1:9",
+               WEBHOOK_URL="https://example.org/hook", HAVEN_DATA_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "bot"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "WEBHOOK_SECRET" in result.stderr
+
+
+def test_the_console_entry_point(tmp_path: Path) -> None:
+    """`python -m bot console`, typed into, as a person would try Haven without a token."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DATABASE_"))}
+    env["HAVEN_DATA_DIR"] = str(tmp_path)
+    typed = ["1", "2", "1", "Germany", "/aware", "1", *ANSWERS, "/quit"]
+    result = subprocess.run([sys.executable, "-m", "bot", "console"], cwd=PROJECT_ROOT, env=env,
+                            input="\n".join(typed) + "\n", capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "not a crisis service" in out
+    assert "1) Sounds good" in out
+    for answer in ANSWERS:
+        assert answer in out
+    assert (tmp_path / "haven.sqlite3").exists(), "the default database is a file in the data dir"
+    again = subprocess.run([sys.executable, "-m", "bot", "console"], cwd=PROJECT_ROOT, env=env,
+                           input="/help\n/quit\n", capture_output=True, text=True, timeout=120)
+    assert "TelefonSeelsorge" in again.stdout, "the country chosen before is remembered"

@@ -1,0 +1,87 @@
+"""Small pieces with sharp edges: splitting long messages, reading typed answers, callback data."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+from bot import callbacks
+from bot.adapters.splitting import split_html, visible_length
+from bot.answers import match_label, parse_country, parse_scale
+from bot.crisis_lines import lines_for
+from tests.fake_telegram.html_check import parse_html
+
+
+def test_short_messages_are_left_alone() -> None:
+    assert split_html("<b>Hi</b> there") == ["<b>Hi</b> there"]
+
+
+def test_long_messages_split_into_valid_html_within_the_limit() -> None:
+    quote = "<blockquote>" + ("It was hard &amp; I said so. " * 300) + "</blockquote>"
+    text = f"<b>Your words</b>\n\n{quote}\n\n{quote}\n\nThe end."
+    parts = split_html(text)
+    assert len(parts) > 1
+    for part in parts:
+        assert visible_length(part) <= 4096
+        parse_html(part)  # raises if Telegram would refuse it
+    words_before = html.unescape(re.sub(r"<[^>]+>", " ", text)).split()
+    words_after = html.unescape(re.sub(r"<[^>]+>", " ", " ".join(parts))).split()
+    assert words_after == words_before, "nothing is lost or reordered"
+    assert parts[-1].endswith("The end.")
+
+
+def test_an_enormous_word_is_cut_without_breaking_entities() -> None:
+    text = "a&amp;" * 2000
+    parts = split_html(text)
+    assert all(visible_length(part) <= 4096 for part in parts)
+    for part in parts:
+        parse_html(part)
+
+
+def test_length_is_counted_as_telegram_counts_it() -> None:
+    assert visible_length("<b>é</b>&amp;") == 2
+    assert visible_length("🙂") == 2  # UTF-16 code units
+
+
+@pytest.mark.parametrize(("typed", "expected"), [
+    ("2", 1), ("yes, keep", 0), ("YES KEEP THEM", 0), ("no", 1), ("No, don’t keep them", 1),
+    ("7", None), ("maybe", None), ("", None),
+])
+def test_typed_labels(typed: str, expected: int | None) -> None:
+    assert match_label(typed, ["Yes, keep them", "No, don't keep them"]) == expected
+
+
+@pytest.mark.parametrize(("typed", "expected"), [
+    ("Germany", "DE"), ("the UK", "GB"), ("england", "GB"), ("New Zealand", "NZ"),
+    ("usa", "US"), ("Brazil", "BR"), ("  france ", "FR"), ("Narnia", None), ("", None),
+])
+def test_typed_countries(typed: str, expected: str | None) -> None:
+    assert parse_country(typed) == expected
+
+
+def test_scale_answers() -> None:
+    assert parse_scale("4", 1, 5) == 4
+    assert parse_scale(" 3/5 ", 1, 5) == 3
+    assert parse_scale("9", 1, 5) is None
+    assert parse_scale("four", 1, 5) is None
+
+
+def test_callback_data_round_trips_and_refuses_strangers() -> None:
+    data = callbacks.step(123456789012, "stress_pattern_abc", "a" * 20)
+    assert len(data.encode()) <= 64
+    assert callbacks.parse(data) == callbacks.StepPress(123456789012, "stress_pattern_abc",
+                                                        "a" * 20)
+    assert callbacks.parse("f:self_awareness") == callbacks.FlowPress("self_awareness")
+    for forged in ("", "s:1:x", "s:a:b:c", "f:../../etc", "j:-1", "s:1:Step:x", "w:yes!"):
+        assert callbacks.parse(forged) is None
+
+
+def test_crisis_lines_never_default_to_another_country() -> None:
+    assert lines_for("GB").emergency == "999"
+    unknown = lines_for("FR")
+    assert unknown.fallback
+    assert "911" not in unknown.emergency
+    assert any("findahelpline.com" in line["contact"] for line in unknown.lines)
+    assert lines_for(None).fallback
