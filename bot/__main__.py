@@ -25,7 +25,8 @@ To try Haven without a token, chat with it in this terminal:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description="Haven")
     parser.add_argument("mode", nargs="?", default="auto",
-                        choices=["auto", "polling", "webhook", "console", "check", "migrate"],
+                        choices=["auto", "polling", "webhook", "console", "check", "migrate",
+                                 "rotate-keys"],
                         help="auto (default): webhook if WEBHOOK_URL is set, else long polling")
     args = parser.parse_args(argv)
     try:
@@ -40,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         return _check(settings)
     if args.mode == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.mode == "rotate-keys":
+        from bot.storage.rotation import rotate_keys
+
+        print(asyncio.run(rotate_keys(settings)))
+        return 0
     if args.mode == "console":
         return asyncio.run(_console(settings))
     if not settings.telegram_bot_token:

@@ -13,6 +13,7 @@ from bot.flows.spec import Flow
 from bot.i18n import LOCALE_DIR, Translations
 from bot.rendering import Renderer
 from bot.settings import Settings
+from bot.storage.crypto import cipher_from
 from bot.storage.database import create_engine, migrate
 from bot.storage.repository import Repository
 
@@ -45,7 +46,8 @@ def load_content(
 
 
 async def open_repository(settings: Settings) -> Repository:
-    engine = create_engine(settings.effective_database_url)
+    engine = create_engine(settings.effective_database_url,
+                           cipher_from(settings.encryption_keys()))
     await migrate(engine)
     return Repository(engine)
 

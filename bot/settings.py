@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     haven_log_level: str = "INFO"
     haven_console_user_id: int = 1
     haven_max_answer_chars: int = Field(default=2000, ge=100, le=4000)
+    haven_encryption_keys: str | None = Field(default=None, repr=False)
 
     @field_validator("telegram_bot_token")
     @classmethod
@@ -69,6 +70,27 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("should be DEBUG, INFO, WARNING or ERROR")
         return level
+
+    @field_validator("haven_encryption_keys")
+    @classmethod
+    def _keys_shape(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from bot.storage.crypto import EncryptionKeyError, parse_keys
+
+        try:
+            parse_keys(value)
+        except EncryptionKeyError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    def encryption_keys(self) -> list[bytes]:
+        """The keys from the environment, or from the key file (made on first run)."""
+        from bot.storage.crypto import key_file, parse_keys, read_or_create_key_file
+
+        if self.haven_encryption_keys:
+            return parse_keys(self.haven_encryption_keys)
+        return read_or_create_key_file(key_file(self.haven_data_dir))
 
     @cached_property
     def effective_database_url(self) -> str:

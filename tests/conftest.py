@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet, MultiFernet
 
 from bot.adapters.console import ConsoleChat
 from bot.app import Content, load_content
 from bot.engine import Engine
 from bot.settings import PROJECT_ROOT
+from bot.storage.crypto import cipher_from
 from bot.storage.database import create_engine, migrate
 from bot.storage.repository import Repository
 
@@ -95,9 +97,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         asyncio.run(_drop_postgres_database(name))
 
 
+@pytest.fixture(scope="session")
+def cipher() -> MultiFernet:
+    return cipher_from([Fernet.generate_key()])
+
+
 @pytest.fixture
-async def repository(database_url: str) -> AsyncIterator[Repository]:
-    engine = create_engine(database_url)
+async def repository(database_url: str, cipher: MultiFernet) -> AsyncIterator[Repository]:
+    engine = create_engine(database_url, cipher)
     await migrate(engine)
     repo = Repository(engine)
     yield repo

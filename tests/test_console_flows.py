@@ -140,7 +140,7 @@ async def test_buttons_and_typing_reach_the_same_place(
 
 
 async def test_resume_after_restart_continues_at_the_same_step(
-    chat: ConsoleChat, repository: Repository, content, database_url: str
+    chat: ConsoleChat, repository: Repository, content, database_url: str, cipher
 ) -> None:
     """A new engine (as after a restart) on the same database continues mid-flow."""
     from bot.engine import Engine
@@ -152,7 +152,7 @@ async def test_resume_after_restart_continues_at_the_same_step(
     await chat.send(ANSWERS["triggers"])
     await chat.send(ANSWERS["past"])
 
-    fresh = Repository(create_engine(database_url))
+    fresh = Repository(create_engine(database_url, cipher))
     try:
         restarted = ConsoleChat(Engine(content.flows, content.machines, content.renderer, fresh),
                                 user_id=chat.user_id, out=chat.out)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.settings import PROJECT_ROOT
+from bot.storage.crypto import cipher_from, key_file, read_or_create_key_file
 from bot.storage.database import create_engine
 from bot.storage.repository import Repository
 from tests.bot_process import BotProcess
@@ -66,7 +67,7 @@ async def onboard(user: FakeUser) -> None:
 
 
 async def test_onboarding_and_self_awareness_through_telegram(
-    fake: FakeTelegram, bot: BotProcess, database_url: str
+    fake: FakeTelegram, bot: BotProcess, database_url: str, tmp_path: Path
 ) -> None:
     user = fake.user(user_id=5001, first_name="Róisín")
     await onboard(user)
@@ -88,7 +89,8 @@ async def test_onboarding_and_self_awareness_through_telegram(
     assert pressed, "a pressed keyboard is taken away"
     assert all(not m.buttons for m in pressed)
 
-    repository = Repository(create_engine(database_url))
+    keys = read_or_create_key_file(key_file(tmp_path))  # the key the bot made on first run
+    repository = Repository(create_engine(database_url, cipher_from(keys)))
     try:
         async with repository.unit() as unit:
             person = await unit.find_user(5001)

@@ -7,24 +7,34 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from cryptography.fernet import MultiFernet
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from bot.storage.crypto import attach_cipher
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def create_engine(url: str, **options: Any) -> AsyncEngine:
-    """An async engine; for SQLite, a WAL file in an existing directory, one writer at a time."""
+def create_engine(url: str, cipher: MultiFernet, **options: Any) -> AsyncEngine:
+    """An async engine that encrypts people's words with `cipher`.
+
+    For SQLite: a WAL file in an existing directory, one writer at a time, deleted
+    content overwritten.
+    """
     parsed = make_url(url)
     # Errors and logs would otherwise quote SQL parameters: people's own words.
     options.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database, **options)
-    options.setdefault("pool_pre_ping", True)
-    options.setdefault("pool_size", 10)
-    options.setdefault("max_overflow", 10)
-    return create_async_engine(url, **options)
+        engine = _sqlite_engine(url, parsed.database, **options)
+    else:
+        options.setdefault("pool_pre_ping", True)
+        options.setdefault("pool_size", 10)
+        options.setdefault("max_overflow", 10)
+        engine = create_async_engine(url, **options)
+    attach_cipher(engine, cipher)
+    return engine
 
 
 def _sqlite_engine(url: str, database: str | None, **options: Any) -> AsyncEngine:
@@ -41,6 +51,7 @@ def _sqlite_engine(url: str, database: str | None, **options: Any) -> AsyncEngin
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA secure_delete=ON")  # erased rows leave zeros, not words
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

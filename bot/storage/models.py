@@ -1,12 +1,17 @@
-"""The database tables: people, where they are in each flow, and what they chose to keep."""
+"""The database tables: people, where they are in each flow, and what they chose to keep.
+
+Everything a person writes (and the name Telegram gives) is encrypted at rest.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from bot.storage.crypto import EncryptedJSON, EncryptedText
 
 
 def utcnow() -> datetime:
@@ -22,7 +27,7 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     chat_id: Mapped[int] = mapped_column(BigInteger, unique=True, nullable=False)
-    first_name: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+    first_name: Mapped[str] = mapped_column(EncryptedText, default="", nullable=False)
     language: Mapped[str] = mapped_column(String(16), default="en", nullable=False)
     focus: Mapped[str | None] = mapped_column(String(16))
     country: Mapped[str | None] = mapped_column(String(2))
@@ -49,7 +54,7 @@ class FlowRun(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     flow: Mapped[str] = mapped_column(String(32), nullable=False)
     step: Mapped[str] = mapped_column(String(32), nullable=False)
-    answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    answers: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON, default=dict, nullable=False)
     status: Mapped[str] = mapped_column(String(8), default="open", nullable=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -73,5 +78,5 @@ class Reflection(Base):
     flow: Mapped[str] = mapped_column(String(32), nullable=False)
     step: Mapped[str] = mapped_column(String(32), nullable=False)
     question: Mapped[str] = mapped_column(String(64), nullable=False)
-    text: Mapped[str] = mapped_column(Text, nullable=False)
+    text: Mapped[str] = mapped_column(EncryptedText, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
