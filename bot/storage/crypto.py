@@ -79,7 +79,7 @@ def _cipher(dialect: Dialect) -> MultiFernet:
     cipher = getattr(dialect, "haven_cipher", None)
     if cipher is None:
         raise RuntimeError("no encryption key attached to this database engine")
-    return cipher  # type: ignore[no-any-return]
+    return cipher
 
 
 class EncryptedText(TypeDecorator[str]):
