@@ -89,7 +89,8 @@ async def _console(settings: Settings) -> int:
 
     engine = await build_engine(settings)
     try:
-        await run_console(engine, settings.haven_console_user_id)
+        await run_console(engine, settings.haven_console_user_id,
+                          export_dir=settings.haven_data_dir / "exports")
     finally:
         await engine.repository.close()
     return 0

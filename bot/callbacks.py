@@ -16,6 +16,7 @@ _STEP = re.compile(r"^s:(\d{1,12}):([a-z][a-z0-9_]{0,19}):(~skip|[A-Za-z0-9_]{1,
 _FLOW = re.compile(r"^f:([a-z][a-z0-9_]{0,19})$")
 _SWITCH = re.compile(r"^w:(yes|no)$")
 _JOURNAL = re.compile(r"^j:(\d{1,6})$")
+_ERASE = re.compile(r"^x:(yes|no)$")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,12 @@ class JournalPress:
     page: int
 
 
-Press = StepPress | FlowPress | SwitchPress | JournalPress
+@dataclass(frozen=True)
+class ErasePress:
+    confirm: bool
+
+
+Press = StepPress | FlowPress | SwitchPress | JournalPress | ErasePress
 
 
 def step(run_id: int, step_name: str, value: str) -> str:
@@ -53,6 +59,10 @@ def flow(name: str) -> str:
 
 def switch(confirm: bool) -> str:
     return "w:yes" if confirm else "w:no"
+
+
+def erase(confirm: bool) -> str:
+    return "x:yes" if confirm else "x:no"
 
 
 def journal(page: int) -> str:
@@ -69,6 +79,8 @@ def parse(data: str) -> Press | None:
         return SwitchPress(match[1] == "yes")
     if (match := _JOURNAL.match(data)) is not None:
         return JournalPress(int(match[1]))
+    if (match := _ERASE.match(data)) is not None:
+        return ErasePress(match[1] == "yes")
     return None
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import weakref
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from babel.dates import format_date
@@ -29,12 +30,13 @@ from bot.answers import (
     parse_scale,
 )
 from bot.crisis_lines import lines_for
+from bot.export import export_data, export_documents
 from bot.flows.machine import ANSWER, SKIP, FlowMachine, pick
 from bot.flows.spec import FOCUS_VALUES, Expects, Flow, Step
 from bot.i18n import N_, locale_display_name
 from bot.messages import Button, Incoming, InputKind, Message, Reply
 from bot.rendering import Renderer
-from bot.storage.models import FlowRun, User
+from bot.storage.models import FlowRun, User, utcnow
 from bot.storage.repository import Repository, UnitOfWork, answers_copy
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,10 @@ FREE_COMMANDS = frozenset({"help", "cancel"})
 SKIP_LABEL = N_("Skip")
 SWITCH_LABEL = N_("Yes, switch")
 STAY_LABEL = N_("No, stay here")
+ERASE_LABEL = N_("Yes, delete everything")
+KEEP_LABEL = N_("No, keep it")
+ERASE_WINDOW = timedelta(minutes=10)
+HIDE_WINDOW = timedelta(hours=48)  # how long Telegram lets a bot delete a message
 OLDER_LABEL = N_("Older")
 NEWER_LABEL = N_("Newer")
 JOURNAL_PAGE_SIZE = 5
@@ -81,12 +87,22 @@ class Engine:
         entries += [
             ("progress", N_("What you have done so far")),
             ("journal", N_("Your reflections, newest first")),
+            ("export", N_("Download everything Haven keeps about you")),
+            ("delete", N_("Erase everything Haven keeps about you")),
+            ("hide", N_("Clear recent messages from this chat")),
             ("settings", N_("Your focus, country and language")),
             ("cancel", N_("Leave the current flow (progress is kept)")),
             ("help", N_("Crisis lines and how Haven works")),
         ]
         seen: set[str] = set()
         return [(c, d) for c, d in entries if not (c in seen or seen.add(c))]  # type: ignore[func-returns-value]
+
+    async def remember_sent(self, chat_id: int, message_ids: list[int]) -> None:
+        """Record the ids of messages just sent to a chat, so /hide can remove them later."""
+        try:
+            await self.repository.remember_sent(chat_id, message_ids)
+        except Exception:
+            log.exception("could not record sent message ids")
 
     async def handle(self, incoming: Incoming) -> Reply:
         """Handle one update for one chat; never raises for bad input."""
@@ -99,7 +115,9 @@ class Engine:
                 async with self.repository.unit() as unit:
                     turn = _Turn(self, unit, incoming)
                     await turn.run()
-                    return turn.reply
+                if turn.erased:
+                    await self.repository.after_erase()
+                return turn.reply
             except Exception:
                 # Never log the input itself: it may be someone's most private words.
                 log.exception("turn failed", extra={"chat_kind": incoming.kind.value})
@@ -144,6 +162,7 @@ class _Turn:
         self.reply = Reply()
         self.user: User
         self.locale = "en"
+        self.erased = False
 
     # ---- entry -----------------------------------------------------------------
 
@@ -154,6 +173,12 @@ class _Turn:
             incoming.chat_id, incoming.first_name, translations.pick(incoming.language_code)
         )
         self.locale = self.user.language
+        if incoming.message_id is not None:
+            self.unit.remember_message(self.user, incoming.message_id)
+        pending_erase = self.user.confirm_delete_at is not None
+        if pending_erase and incoming.kind is not InputKind.PRESS \
+                and await self._typed_erase_answer(incoming):
+            return
         if incoming.kind is InputKind.COMMAND:
             await self._command(incoming.text)
         elif incoming.kind is InputKind.PRESS:
@@ -171,6 +196,9 @@ class _Turn:
             return
         if name == "cancel":
             await self._cancel()
+            return
+        if name in ("export", "delete", "hide"):
+            await {"export": self._export, "delete": self._ask_erase, "hide": self._hide}[name]()
             return
         if not self.user.onboarded:
             if name != "start":
@@ -307,6 +335,63 @@ class _Turn:
                 return step.label
         return answer.replace("_", " ").capitalize()
 
+    # ---- what people own: export, erase, hide -----------------------------------
+
+    async def _export(self) -> None:
+        runs = await self.unit.all_runs(self.user)
+        reflections = await self.unit.reflections(self.user)
+        titles = {name: self._t(flow.title) for name, flow in self.engine.flows.items()}
+        labels = {(name, step.answer): self._t(step.label)
+                  for name, flow in self.engine.flows.items()
+                  for step in flow.steps.values() if step.answer and step.label}
+        data = export_data(self.user, runs, reflections, titles, labels)
+        documents = export_documents(data, self.engine.renderer, self.locale)
+        self._say("system/export.j2", reflections=len(reflections))
+        last = self.reply.messages[-1]
+        self.reply.messages[-1] = Message(last.text, last.buttons, documents)
+
+    async def _ask_erase(self) -> None:
+        self.user.confirm_delete_at = utcnow()
+        buttons = ((Button(self._t(ERASE_LABEL), callbacks.erase(True)),),
+                   (Button(self._t(KEEP_LABEL), callbacks.erase(False)),))
+        self._say("system/delete_confirm.j2", buttons=buttons,
+                  reflections=await self.unit.reflection_count(self.user))
+
+    def _erase_pending(self) -> bool:
+        asked = self.user.confirm_delete_at
+        if asked is None:
+            return False
+        if asked.tzinfo is None:  # SQLite gives back naive UTC
+            asked = asked.replace(tzinfo=UTC)
+        return datetime.now(UTC) - asked <= ERASE_WINDOW
+
+    async def _typed_erase_answer(self, incoming: Incoming) -> bool:
+        """A typed reply to "delete everything?"; True if it was one."""
+        if incoming.kind is InputKind.TEXT and self._erase_pending():
+            picked = match_label(incoming.text, [self._t(ERASE_LABEL), self._t(KEEP_LABEL)])
+            if picked is not None:
+                await self._answer_erase(picked == 0)
+                return True
+        self.user.confirm_delete_at = None  # anything else means "not now"
+        return False
+
+    async def _answer_erase(self, confirm: bool) -> None:
+        self.user.confirm_delete_at = None
+        if not confirm:
+            self._say("system/delete_kept.j2")
+            await self._repeat_current_step()
+            return
+        self._say("system/deleted.j2")  # rendered while the person's language is still known
+        await self.unit.erase(self.user)
+        self.erased = True
+        self.reply.remember_sent = False
+
+    async def _hide(self) -> None:
+        self.reply.delete_message_ids = await self.unit.recent_message_ids(self.user, HIDE_WINDOW)
+        await self.unit.forget_messages(self.user)
+        self.reply.remember_sent = False
+        self._say("system/hidden.j2")
+
     # ---- button presses --------------------------------------------------------
 
     async def _press(self, data: str) -> None:
@@ -316,6 +401,9 @@ class _Turn:
                 await self._command("start")
             else:
                 await self._request_flow(press.flow)
+            return
+        if isinstance(press, callbacks.ErasePress) and self._erase_pending():
+            await self._answer_erase(press.confirm)
             return
         if isinstance(press, callbacks.JournalPress) and self.user.onboarded:
             await self._journal(press.page)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -13,9 +14,17 @@ class Button:
 
 
 @dataclass(frozen=True)
+class Document:
+    file_name: str
+    content: bytes
+    mime_type: str
+
+
+@dataclass(frozen=True)
 class Message:
     text: str  # Telegram HTML: user-supplied parts are already escaped
     buttons: tuple[tuple[Button, ...], ...] = ()
+    documents: tuple[Document, ...] = ()  # sent before the text
 
 
 class InputKind(StrEnum):
@@ -33,15 +42,18 @@ class Incoming:
     first_name: str = ""
     language_code: str | None = None
     media: str = ""  # for OTHER: what was sent, e.g. "sticker"
+    message_id: int | None = None  # the chat's id for this message, kept so /hide can remove it
 
 
 @dataclass
 class Reply:
     messages: list[Message] = field(default_factory=list)
     notice: str | None = None  # a short toast for a button press
+    delete_message_ids: list[int] = field(default_factory=list)  # remove these first (/hide)
+    remember_sent: bool = True  # False once the person's data is erased: keep no trace
 
 
-def text(chat_id: int, value: str, **extra: str) -> Incoming:
+def text(chat_id: int, value: str, **extra: Any) -> Incoming:
     """Build an incoming text or command the way adapters see it."""
     if value.startswith("/") and len(value) > 1:
         name = value[1:].split(maxsplit=1)[0].split("@", 1)[0].lower()

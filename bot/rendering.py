@@ -18,7 +18,6 @@ from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
     TemplateNotFound,
-    select_autoescape,
 )
 
 from bot.i18n import Translations
@@ -43,7 +42,8 @@ class Renderer:
         self.default_locale = translations.default_locale
         self.env = Environment(
             loader=FileSystemLoader(str(prompts_dir)),
-            autoescape=select_autoescape(enabled_extensions=("j2", "html"), default=True),
+            # Chat messages are Telegram HTML; exports (*.md.j2) are Markdown and not escaped.
+            autoescape=lambda name: not (name or "").endswith(".md.j2"),
             undefined=StrictUndefined,
             extensions=["jinja2.ext.i18n"],
             trim_blocks=True,
@@ -79,6 +79,15 @@ class Renderer:
             _current_locale.reset(token)
         parts = [part.strip() for part in MESSAGE_SPLIT.split(text)]
         return [part for part in parts if part]
+
+    def render_plain(self, name: str, locale: str, context: Mapping[str, Any]) -> str:
+        """Render a template that is not a chat message (e.g. a Markdown export) as one text."""
+        template = self.env.select_template([f"{locale}/{name}", f"{self.default_locale}/{name}"])
+        token = _current_locale.set(locale)
+        try:
+            return template.render(**context)
+        finally:
+            _current_locale.reset(token)
 
     def gettext(self, locale: str, message: str) -> str:
         return self.translations.gettext(locale, message)

@@ -258,3 +258,40 @@ def test_the_console_entry_point(tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-m", "bot", "console"], cwd=PROJECT_ROOT, env=env,
                            input="/help\n/quit\n", capture_output=True, text=True, timeout=120)
     assert "TelefonSeelsorge" in again.stdout, "the country chosen before is remembered"
+
+
+async def test_export_hide_and_delete_through_telegram(
+    fake: FakeTelegram, bot: BotProcess
+) -> None:
+    import json
+
+    user = fake.user(user_id=5006)
+    await onboard(user)
+    await user.send("/aware")
+    await user.replies()
+    await user.press("Let's begin")
+    await user.replies()
+    await user.send(ANSWERS[0])
+    await user.replies()
+
+    await user.send("/export")
+    replies = await user.replies()
+    files = {m.file_name: m.bytes for m in replies if m.kind == "document"}
+    assert len(files) == 2
+    data = json.loads(next(body for name, body in files.items() if name.endswith(".json")))
+    assert data["reflections"][0]["text"] == ANSWERS[0]
+    assert "upload_document" in user.chat_actions
+
+    await user.send("/hide")
+    replies = await user.replies()
+    assert "Chat cleared" in visible(replies)
+    remaining = [m for m in user.chat if not m.deleted]
+    assert [m.text for m in remaining if m.from_bot] == [replies[-1].text]
+    assert not any(ANSWERS[0] in (m.text or "") for m in remaining)
+
+    await user.send("/delete")
+    await user.replies()
+    await user.press("Yes, delete everything")
+    assert "erased" in visible(await user.replies())
+    await user.send("/journal")
+    assert "not a crisis service" in visible(await user.replies()), "a new person now"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from bot.adapters.plain_text import html_to_text
 from bot.engine import Engine
-from bot.messages import Button, Incoming, InputKind, Reply, text
+from bot.messages import Button, Document, Incoming, InputKind, Reply, text
 
 QUIT_WORDS = frozenset({"/quit", "/exit"})
 
@@ -17,8 +18,10 @@ class ConsoleChat:
     """Prints Haven's messages, numbers the buttons, and turns a typed number into a press."""
 
     def __init__(self, engine: Engine, user_id: int, out: TextIO = sys.stdout,
-                 first_name: str = "", language_code: str | None = None) -> None:
+                 first_name: str = "", language_code: str | None = None,
+                 export_dir: Path | None = None) -> None:
         self.engine = engine
+        self.export_dir = export_dir
         self.user_id = user_id
         self.out = out
         self.first_name = first_name
@@ -33,16 +36,17 @@ class ConsoleChat:
         return reply
 
     def _incoming(self, typed: str) -> Incoming:
-        extra = {"first_name": self.first_name}
-        if self.language_code:
-            extra["language_code"] = self.language_code
         if typed.isdigit() and self.buttons and 1 <= int(typed) <= len(self.buttons):
             return Incoming(chat_id=self.user_id, kind=InputKind.PRESS,
-                            text=self.buttons[int(typed) - 1].data, **extra)
-        return text(self.user_id, typed, **extra)
+                            text=self.buttons[int(typed) - 1].data, first_name=self.first_name,
+                            language_code=self.language_code)
+        return text(self.user_id, typed, first_name=self.first_name,
+                    language_code=self.language_code)
 
     def show(self, reply: Reply) -> None:
         for message in reply.messages:
+            for document in message.documents:
+                self.out.write(f"\n[file] {self._save(document)}\n")
             shown = html_to_text(message.text).replace("\n", "\n       ")
             self.out.write(f"\nHaven: {shown}\n")
             if message.buttons:
@@ -54,11 +58,23 @@ class ConsoleChat:
         self.out.flush()
 
 
-async def run_console(engine: Engine, user_id: int, first_name: str = "") -> None:
+    def _save(self, document: Document) -> str:
+        """Write an exported file to the export folder; returns where it went."""
+        if self.export_dir is None:
+            return f"{document.file_name} ({len(document.content)} bytes, not saved)"
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        path = self.export_dir / document.file_name
+        path.write_bytes(document.content)
+        path.chmod(0o600)
+        return str(path)
+
+
+async def run_console(engine: Engine, user_id: int, first_name: str = "",
+                      export_dir: Path | None = None) -> None:
     out = sys.stdout
     out.write("Haven in your terminal. Type your answers; type a number to pick an option; "
               "/help for crisis lines, /quit to leave.\n")
-    chat = ConsoleChat(engine, user_id, out, first_name=first_name)
+    chat = ConsoleChat(engine, user_id, out, first_name=first_name, export_dir=export_dir)
     await chat.send("/start")
     loop = asyncio.get_running_loop()
     while True:

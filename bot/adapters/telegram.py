@@ -15,14 +15,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 from telegram import (
+    Bot,
     BotCommand,
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     Update,
 )
 from telegram import Message as TelegramMessage
-from telegram.constants import ParseMode
+from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -120,16 +122,35 @@ class TelegramAdapter:
         await self._send(context, chat_id, reply)
 
     async def _send(self, context: ContextTypes.DEFAULT_TYPE, chat_id: int, reply: Reply) -> None:
-        for message in reply.messages:
-            parts = split_html(message.text)
-            for index, part in enumerate(parts):
-                markup = _keyboard(message) if index == len(parts) - 1 else None
-                try:
-                    await context.bot.send_message(chat_id, part, parse_mode=ParseMode.HTML,
-                                                   reply_markup=markup)
-                except Forbidden:
-                    log.info("the person has blocked Haven; nothing more is sent")
-                    return
+        bot = context.bot
+        sent: list[int] = []
+        try:
+            await self._delete(bot, chat_id, reply.delete_message_ids)
+            for message in reply.messages:
+                for document in message.documents:
+                    await bot.send_chat_action(chat_id, ChatAction.UPLOAD_DOCUMENT)
+                    result = await bot.send_document(
+                        chat_id, InputFile(document.content, filename=document.file_name))
+                    sent.append(result.message_id)
+                parts = split_html(message.text)
+                for index, part in enumerate(parts):
+                    markup = _keyboard(message) if index == len(parts) - 1 else None
+                    result = await bot.send_message(chat_id, part, parse_mode=ParseMode.HTML,
+                                                    reply_markup=markup)
+                    sent.append(result.message_id)
+        except Forbidden:
+            log.info("the person has blocked Haven; nothing more is sent")
+        finally:
+            if sent and reply.remember_sent:
+                await self.engine.remember_sent(chat_id, sent)
+
+    async def _delete(self, bot: Bot, chat_id: int, message_ids: list[int]) -> None:
+        """Delete what Telegram still lets a bot delete; ids it refuses are skipped."""
+        for start in range(0, len(message_ids), 100):
+            try:
+                await bot.delete_messages(chat_id, message_ids[start : start + 100])
+            except BadRequest as error:
+                log.info("some messages could not be deleted: %s", error.message)
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         error = context.error
@@ -146,6 +167,7 @@ def incoming_from(message: TelegramMessage) -> Incoming:
         "first_name": (user.first_name if user else "") or "",
         "language_code": user.language_code if user else None,
     }
+    extra["message_id"] = message.message_id
     if message.text is not None:
         return text(message.chat.id, message.text, **extra)
     media = next((kind for kind in MEDIA_KINDS if getattr(message, kind, None)), "other")

@@ -107,6 +107,11 @@ SYSTEM_SAMPLES: dict[str, list[dict[str, Any]]] = {
         for expected in ("text", "choice", "scale", "country", "language", "none")
     ],
     "system/busy.j2": [{}],
+    "system/export.j2": [{"reflections": 0}, {"reflections": 1}, {"reflections": 7}],
+    "system/delete_confirm.j2": [{"reflections": 0}, {"reflections": 1}, {"reflections": 7}],
+    "system/deleted.j2": [{}],
+    "system/delete_kept.j2": [{}],
+    "system/hidden.j2": [{}],
     "system/journal.j2": [
         {"entries": [{"date": "24 Nov 2026", "flow_title": "Self-awareness",
                       "label": "Triggers", "text": SAMPLE_TEXT}] * 2,

@@ -58,7 +58,8 @@ def _sqlite_engine(url: str, database: str | None, **options: Any) -> AsyncEngin
     def _on_begin(connection: Connection) -> None:
         # Take the write lock up front: two deferred transactions that both try to
         # upgrade to writing would fail at once with "database is locked".
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

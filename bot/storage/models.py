@@ -38,6 +38,8 @@ class User(Base):
     # The flow the person is in now, and one they asked to switch to (awaiting a yes/no).
     active_flow: Mapped[str | None] = mapped_column(String(32))
     pending_flow: Mapped[str | None] = mapped_column(String(32))
+    # When /delete asked "are you sure?": a yes counts only for a few minutes after.
+    confirm_delete_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -80,3 +82,15 @@ class Reflection(Base):
     question: Mapped[str] = mapped_column(String(64), nullable=False)
     text: Mapped[str] = mapped_column(EncryptedText, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ChatMessage(Base):
+    """The id of a message in the person's chat (never its text), so /hide can delete it."""
+
+    __tablename__ = "chat_messages"
+    __table_args__ = (Index("ix_chat_messages_user_at", "user_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    message_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.storage.database import sessionmaker
-from bot.storage.models import FlowRun, Reflection, User, utcnow
+from bot.storage.models import ChatMessage, FlowRun, Reflection, User, utcnow
 
 OPEN = "open"
 DONE = "done"
@@ -105,6 +106,35 @@ class UnitOfWork:
         return list(result.scalars())
 
 
+    async def all_runs(self, user: User) -> list[FlowRun]:
+        result = await self.session.execute(
+            select(FlowRun).where(FlowRun.user_id == user.id).order_by(FlowRun.id)
+        )
+        return list(result.scalars())
+
+    def remember_message(self, user: User, message_id: int) -> None:
+        self.session.add(ChatMessage(user_id=user.id, message_id=message_id))
+
+    async def recent_message_ids(self, user: User, within: timedelta) -> list[int]:
+        """Ids of messages in the chat from the last `within` (what Telegram still deletes)."""
+        result = await self.session.execute(
+            select(ChatMessage.message_id)
+            .where(ChatMessage.user_id == user.id, ChatMessage.at >= utcnow() - within)
+            .order_by(ChatMessage.message_id)
+        )
+        return list(result.scalars())
+
+    async def forget_messages(self, user: User) -> None:
+        await self.session.execute(delete(ChatMessage).where(ChatMessage.user_id == user.id))
+
+    async def erase(self, user: User) -> None:
+        """Remove the person and everything of theirs (every table cascades from users)."""
+        for table in (ChatMessage, Reflection, FlowRun):
+            await self.session.execute(delete(table).where(table.user_id == user.id))
+        await self.session.execute(delete(User).where(User.id == user.id))
+        self.session.expunge_all()  # nothing of theirs may be written back
+
+
 class Repository:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -114,6 +144,29 @@ class Repository:
     async def unit(self) -> AsyncIterator[UnitOfWork]:
         async with self._sessions() as session, session.begin():
             yield UnitOfWork(session)
+
+    async def remember_sent(self, chat_id: int, message_ids: list[int]) -> None:
+        """Keep the ids of messages just sent (never their text), for /hide."""
+        if not message_ids:
+            return
+        async with self.unit() as unit:
+            user = await unit.find_user(chat_id)
+            if user is None:
+                return
+            for message_id in message_ids:
+                unit.remember_message(user, message_id)
+            # Telegram lets a bot delete messages for 48 hours; older ids are of no use.
+            await unit.session.execute(delete(ChatMessage).where(
+                ChatMessage.user_id == user.id, ChatMessage.at < utcnow() - timedelta(hours=48)
+            ))
+
+    async def after_erase(self) -> None:
+        """Make sure erased rows leave no bytes behind (SQLite: fold the WAL into the file)."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        async with self.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -1,8 +1,8 @@
-"""users, flow runs and reflections
+"""people, flow runs, reflections and message ids
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-24 00:38:36.543161
+Revises:
+Create Date: 2026-11-24 00:57:31.688704
 """
 
 from __future__ import annotations
@@ -30,11 +30,23 @@ def upgrade() -> None:
     sa.Column('onboarded', sa.Boolean(), nullable=False),
     sa.Column('active_flow', sa.String(length=32), nullable=True),
     sa.Column('pending_flow', sa.String(length=32), nullable=True),
+    sa.Column('confirm_delete_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('chat_id')
     )
+    op.create_table('chat_messages',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('message_id', sa.BigInteger(), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('chat_messages', schema=None) as batch_op:
+        batch_op.create_index('ix_chat_messages_user_at', ['user_id', 'at'], unique=False)
+
     op.create_table('flow_runs',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -79,5 +91,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_flow_runs_user_flow_status')
 
     op.drop_table('flow_runs')
+    with op.batch_alter_table('chat_messages', schema=None) as batch_op:
+        batch_op.drop_index('ix_chat_messages_user_at')
+
+    op.drop_table('chat_messages')
     op.drop_table('users')
     # ### end Alembic commands ###
