@@ -104,6 +104,13 @@ class Engine:
         except Exception:
             log.exception("could not record sent message ids")
 
+    async def set_blocked(self, chat_id: int, blocked: bool) -> None:
+        """Telegram said the person blocked (or unblocked) Haven."""
+        try:
+            await self.repository.set_blocked(chat_id, blocked)
+        except Exception:
+            log.exception("could not record that a person blocked or unblocked Haven")
+
     async def handle(self, incoming: Incoming) -> Reply:
         """Handle one update for one chat; never raises for bad input."""
         lock = self._locks.get(incoming.chat_id)
@@ -168,11 +175,15 @@ class _Turn:
 
     async def run(self) -> None:
         incoming = self.incoming
+        if incoming.update_id is not None and not await self.unit.claim_update(incoming.update_id):
+            log.info("an update delivered twice was handled once")
+            return
         translations = self.engine.renderer.translations
         self.user = await self.unit.user_for_chat(
             incoming.chat_id, incoming.first_name, translations.pick(incoming.language_code)
         )
         self.locale = self.user.language
+        self.user.blocked_at = None  # they are writing to Haven, so it may write back
         if incoming.message_id is not None:
             self.unit.remember_message(self.user, incoming.message_id)
         pending_erase = self.user.confirm_delete_at is not None

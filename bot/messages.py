@@ -43,6 +43,7 @@ class Incoming:
     language_code: str | None = None
     media: str = ""  # for OTHER: what was sent, e.g. "sticker"
     message_id: int | None = None  # the chat's id for this message, kept so /hide can remove it
+    update_id: int | None = None  # Telegram's id for the update: a second delivery is ignored
 
 
 @dataclass

@@ -148,3 +148,21 @@ async def test_switching_flows_asks_first(chat: ConsoleChat, repository: Reposit
     await chat.send("/aware")
     await chat.send("yes")
     assert await position(repository, chat.user_id) == before
+
+
+async def test_an_update_delivered_twice_has_one_effect(
+    chat: ConsoleChat, engine: Engine, repository: Repository
+) -> None:
+    await in_the_middle_of_awareness(chat)
+    answer = Incoming(chat_id=chat.user_id, kind=InputKind.TEXT, text="Twice-sent answer",
+                      update_id=90001)
+    first = await engine.handle(answer)
+    after_first = await position(repository, chat.user_id)
+    second = await engine.handle(answer)
+    assert first.messages and not second.messages
+    assert await position(repository, chat.user_id) == after_first
+    async with repository.unit() as unit:
+        user = await unit.find_user(chat.user_id)
+        assert user is not None
+        kept = [r.text for r in await unit.reflections(user)]
+    assert kept.count("Twice-sent answer") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -43,7 +44,9 @@ async def bot(fake: FakeTelegram, database_url: str, tmp_path: Path) -> AsyncIte
     yield process
     await process.stop()
     assert TOKEN not in process.log(), "the bot token reached the logs"
-    refused = [error for error in fake.errors if "blocked" not in error[2]]
+    # Injected outages (5xx, 429) and blocked users are Telegram's doing; a 400 is the bot's.
+    refused = [error for error in fake.errors
+               if error[2].startswith(("Bad Request", "Unauthorized", "Not Found"))]
     assert refused == [], f"Telegram would have refused these calls: {refused}"
 
 
@@ -222,9 +225,28 @@ async def test_webhook_mode(fake: FakeTelegram, database_url: str, tmp_path: Pat
             "chat": {"id": 5005, "type": "private", "first_name": "X"},
             "from": {"id": 5005, "is_bot": False, "first_name": "X"}}}
         async with aiohttp.ClientSession() as session:
-            for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
+            for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"},
+                            {"X-Telegram-Bot-Api-Secret-Token": "s3cret-value_"}):
                 async with session.post(url, json=forged, headers=headers) as response:
                     assert response.status == 403
+            # Telegram delivering the same update twice: one effect, one reply.
+            sent_before = len(fake.calls("sendMessage"))
+            again = {**forged, "update_id": 424242, "message": {**forged["message"],
+                                                                "text": "/help"}}
+            for _ in range(2):
+                async with session.post(url, json=again, headers={
+                        "X-Telegram-Bot-Api-Secret-Token": "s3cret-value_1"}) as response:
+                    assert response.status == 200
+            help_messages = fake.calls("sendMessage")[sent_before:]
+            assert len(help_messages) == len({m["text"] for m in help_messages}) > 0
+            await user.replies()
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200
+                assert (await response.json())["database"] == "ok"
+        await user.send("Yes, keep them")
+        await fake.deliver_pending()
+        assert "relationship" in visible(await user.replies()), "the forged /start changed nothing"
+        assert ["Partner"] in (user.last_keyboard() or [])
     finally:
         await process.stop()
     assert fake.calls("getUpdates") == [], "webhook mode never polls"
@@ -295,3 +317,35 @@ async def test_export_hide_and_delete_through_telegram(
     assert "erased" in visible(await user.replies())
     await user.send("/journal")
     assert "not a crisis service" in visible(await user.replies()), "a new person now"
+
+
+async def test_network_errors_and_blocking(
+    fake: FakeTelegram, bot: BotProcess, database_url: str, tmp_path: Path
+) -> None:
+    user = fake.user(user_id=5007)
+    fake.fail_next("sendMessage", status=502, count=2)  # Telegram hiccups twice
+    await user.send("/start")
+    assert "not a crisis service" in visible(await user.replies(timeout=20))
+
+    user.block()  # Telegram tells the bot with a my_chat_member update
+    keys = read_or_create_key_file(key_file(tmp_path))
+
+    async def blocked_at() -> object:
+        repository = Repository(create_engine(database_url, cipher_from(keys)))
+        try:
+            async with repository.unit() as unit:
+                person = await unit.find_user(5007)
+                assert person is not None
+                return person.blocked_at
+        finally:
+            await repository.close()
+
+    for _ in range(100):
+        if await blocked_at() is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert await blocked_at() is not None
+    user.unblock()
+    await user.send("Sounds good")
+    await user.replies()
+    assert await blocked_at() is None

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable
-from typing import Any
-from urllib.parse import urlparse
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
 
 from telegram import (
     Bot,
@@ -25,7 +25,7 @@ from telegram import (
 )
 from telegram import Message as TelegramMessage
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import BadRequest, Forbidden, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -35,6 +35,7 @@ from telegram.ext import (
     TypeHandler,
 )
 from telegram.request import BaseRequest
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from bot.adapters.splitting import split_html
 from bot.engine import Engine
@@ -42,6 +43,28 @@ from bot.messages import Incoming, InputKind, Message, Reply, text
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _is_transient(error: BaseException) -> bool:
+    """A network hiccup worth retrying; BadRequest is a NetworkError in PTB, but final."""
+    return isinstance(error, NetworkError) and not isinstance(error, BadRequest)
+
+
+async def with_retries(call: Callable[[], Awaitable[T]]) -> T:
+    """Retry a Bot API call through network errors, with backoff, a few times at most.
+
+    429s are retried by the rate limiter (honouring retry_after); a timed-out send may
+    have arrived, so a retry can at worst repeat one message, never lose one silently.
+    """
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(_is_transient), stop=stop_after_attempt(4),
+        wait=wait_exponential_jitter(initial=0.5, max=8), reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 MEDIA_KINDS = ("sticker", "photo", "voice", "video", "video_note", "animation", "audio",
                "document", "location", "contact", "poll", "dice")
@@ -94,19 +117,23 @@ class TelegramAdapter:
         if chat is None or chat.type != "private":
             return  # Haven talks one to one only
         if update.callback_query is not None:
-            await self._on_press(update.callback_query, context)
+            await self._on_press(update.callback_query, update.update_id, context)
         elif update.message is not None:
-            reply = await self.engine.handle(incoming_from(update.message))
+            reply = await self.engine.handle(incoming_from(update.message, update.update_id))
             await self._send(context, chat.id, reply)
+        elif update.my_chat_member is not None:
+            status = update.my_chat_member.new_chat_member.status
+            await self.engine.set_blocked(chat.id, status in ("kicked", "left"))
         elif update.edited_message is not None:
             return  # an edit of an earlier answer: the answer was already taken as sent
 
-    async def _on_press(self, query: CallbackQuery, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _on_press(self, query: CallbackQuery, update_id: int,
+                        context: ContextTypes.DEFAULT_TYPE) -> None:
         user = query.from_user
         reply = await self.engine.handle(Incoming(
             chat_id=query.message.chat.id if query.message else user.id,
             kind=InputKind.PRESS, text=query.data or "", first_name=user.first_name or "",
-            language_code=user.language_code,
+            language_code=user.language_code, update_id=update_id,
         ))
         try:
             await query.answer(text=reply.notice)
@@ -129,17 +156,19 @@ class TelegramAdapter:
             for message in reply.messages:
                 for document in message.documents:
                     await bot.send_chat_action(chat_id, ChatAction.UPLOAD_DOCUMENT)
-                    result = await bot.send_document(
-                        chat_id, InputFile(document.content, filename=document.file_name))
+                    upload = InputFile(document.content, filename=document.file_name)
+                    result = await with_retries(partial(bot.send_document, chat_id, upload))
                     sent.append(result.message_id)
                 parts = split_html(message.text)
                 for index, part in enumerate(parts):
                     markup = _keyboard(message) if index == len(parts) - 1 else None
-                    result = await bot.send_message(chat_id, part, parse_mode=ParseMode.HTML,
-                                                    reply_markup=markup)
+                    result = await with_retries(partial(
+                        bot.send_message, chat_id, part, parse_mode=ParseMode.HTML,
+                        reply_markup=markup))
                     sent.append(result.message_id)
         except Forbidden:
             log.info("the person has blocked Haven; nothing more is sent")
+            await self.engine.set_blocked(chat_id, True)
         finally:
             if sent and reply.remember_sent:
                 await self.engine.remember_sent(chat_id, sent)
@@ -148,7 +177,8 @@ class TelegramAdapter:
         """Delete what Telegram still lets a bot delete; ids it refuses are skipped."""
         for start in range(0, len(message_ids), 100):
             try:
-                await bot.delete_messages(chat_id, message_ids[start : start + 100])
+                batch = message_ids[start : start + 100]
+                await with_retries(partial(bot.delete_messages, chat_id, batch))
             except BadRequest as error:
                 log.info("some messages could not be deleted: %s", error.message)
 
@@ -161,13 +191,14 @@ class TelegramAdapter:
             log.error("error while handling an update", exc_info=error)
 
 
-def incoming_from(message: TelegramMessage) -> Incoming:
+def incoming_from(message: TelegramMessage, update_id: int | None = None) -> Incoming:
     user = message.from_user
     extra: dict[str, Any] = {
         "first_name": (user.first_name if user else "") or "",
         "language_code": user.language_code if user else None,
     }
     extra["message_id"] = message.message_id
+    extra["update_id"] = update_id
     if message.text is not None:
         return text(message.chat.id, message.text, **extra)
     media = next((kind for kind in MEDIA_KINDS if getattr(message, kind, None)), "other")
@@ -185,7 +216,7 @@ def _keyboard(message: Message) -> InlineKeyboardMarkup | None:
 
 def build_application(
     settings: Settings, engine: Engine, rate_limited: bool = True,
-    request: BaseRequest | None = None,
+    request: BaseRequest | None = None, polling: bool = True,
 ) -> Application[Any, Any, Any, Any, Any, Any]:
     """The python-telegram-bot Application for Haven; `request` replaces the HTTP client."""
     assert settings.telegram_bot_token is not None
@@ -209,6 +240,8 @@ def build_application(
     )
     if request is not None:
         builder = builder.request(request).get_updates_request(request)
+    if not polling:
+        builder = builder.updater(None)
     if rate_limited:
         builder = builder.rate_limiter(AIORateLimiter(max_retries=3))
     application = builder.build()
@@ -225,16 +258,15 @@ def run_telegram(settings: Settings, webhook: bool) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     engine = loop.run_until_complete(build_engine(settings))
-    application = build_application(settings, engine)
     if webhook:
-        assert settings.webhook_url is not None
-        path = urlparse(settings.webhook_url).path.lstrip("/")
-        application.run_webhook(
-            listen="0.0.0.0", port=settings.port, url_path=path,
-            webhook_url=settings.webhook_url, secret_token=settings.webhook_secret,
-            allowed_updates=ALLOWED_UPDATES,
-        )
+        from aiohttp import web
+
+        from bot.adapters.webhook import build_webhook_app
+
+        application = build_application(settings, engine, polling=False)
+        web.run_app(build_webhook_app(settings, application, engine), host="0.0.0.0",
+                    port=settings.port, loop=loop, print=None, access_log=None)
     else:
         log.info("Haven is starting (long polling)")
-        application.run_polling(allowed_updates=ALLOWED_UPDATES)
+        build_application(settings, engine).run_polling(allowed_updates=ALLOWED_UPDATES)
     return 0

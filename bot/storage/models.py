@@ -38,6 +38,8 @@ class User(Base):
     # The flow the person is in now, and one they asked to switch to (awaiting a yes/no).
     active_flow: Mapped[str | None] = mapped_column(String(32))
     pending_flow: Mapped[str | None] = mapped_column(String(32))
+    # Set when Telegram says the person blocked Haven: nothing is sent until they return.
+    blocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When /delete asked "are you sure?": a yes counts only for a few minutes after.
     confirm_delete_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -94,3 +96,12 @@ class ChatMessage(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     message_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class HandledUpdate(Base):
+    """Telegram update ids already handled, so a second delivery of one has no effect."""
+
+    __tablename__ = "handled_updates"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

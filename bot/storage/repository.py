@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.storage.database import sessionmaker
-from bot.storage.models import ChatMessage, FlowRun, Reflection, User, utcnow
+from bot.storage.models import ChatMessage, FlowRun, HandledUpdate, Reflection, User, utcnow
 
 OPEN = "open"
 DONE = "done"
@@ -38,6 +38,19 @@ class UnitOfWork:
         user = await self._user(chat_id)
         assert user is not None
         return user
+
+    async def claim_update(self, update_id: int) -> bool:
+        """True the first time `update_id` is seen; False for a repeated delivery."""
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        result = await self.session.execute(
+            insert(HandledUpdate).values(update_id=update_id, at=utcnow())
+            .on_conflict_do_nothing(index_elements=["update_id"])
+        )
+        if update_id % 500 == 0:  # now and then, forget ids too old to be delivered again
+            await self.session.execute(delete(HandledUpdate).where(
+                HandledUpdate.at < utcnow() - timedelta(days=2)))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def find_user(self, chat_id: int) -> User | None:
         return await self._user(chat_id)
@@ -159,6 +172,12 @@ class Repository:
             await unit.session.execute(delete(ChatMessage).where(
                 ChatMessage.user_id == user.id, ChatMessage.at < utcnow() - timedelta(hours=48)
             ))
+
+    async def set_blocked(self, chat_id: int, blocked: bool) -> None:
+        async with self.unit() as unit:
+            user = await unit.find_user(chat_id)
+            if user is not None:
+                user.blocked_at = utcnow() if blocked else None
 
     async def after_erase(self) -> None:
         """Make sure erased rows leave no bytes behind (SQLite: fold the WAL into the file)."""
