@@ -75,9 +75,9 @@ def _check(settings: Settings) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    from bot.app import open_repository
+    from bot.app import open_settings_repository
 
-    repository = await open_repository(settings)
+    repository = await open_settings_repository(settings)
     await repository.close()
     print("The database is up to date.")
     return 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.engine import Engine, EngineConfig
+from bot.flood import FloodGuard
 from bot.flows.loader import FlowError, load_flows
 from bot.flows.machine import FlowMachine, build_machines
 from bot.flows.samples import render_errors, system_render_errors
@@ -14,8 +15,7 @@ from bot.i18n import LOCALE_DIR, Translations
 from bot.rendering import Renderer
 from bot.settings import Settings
 from bot.storage.crypto import cipher_from
-from bot.storage.database import create_engine, migrate
-from bot.storage.repository import Repository
+from bot.storage.repository import Repository, open_repository
 
 
 @dataclass
@@ -45,16 +45,19 @@ def load_content(
     return Content(flows=flows, machines=build_machines(flows), renderer=renderer)
 
 
-async def open_repository(settings: Settings) -> Repository:
-    engine = create_engine(settings.effective_database_url,
-                           cipher_from(settings.encryption_keys()))
-    await migrate(engine)
-    return Repository(engine)
+async def open_settings_repository(settings: Settings) -> Repository:
+    """The configured database, its schema brought up to date."""
+    repository = open_repository(settings.effective_database_url,
+                                 cipher_from(settings.encryption_keys()))
+    await repository.migrate()
+    return repository
 
 
 async def build_engine(settings: Settings) -> Engine:
     content = load_content(settings.haven_dialogs_dir, settings.haven_prompts_dir,
                            settings.haven_default_locale)
-    repository = await open_repository(settings)
+    repository = await open_settings_repository(settings)
     return Engine(content.flows, content.machines, content.renderer, repository,
-                  EngineConfig(max_answer_chars=settings.haven_max_answer_chars))
+                  EngineConfig(max_answer_chars=settings.haven_max_answer_chars),
+                  flood=FloodGuard(settings.haven_flood_burst,
+                                   settings.haven_flood_period_seconds))

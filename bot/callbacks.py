@@ -17,6 +17,7 @@ _FLOW = re.compile(r"^f:([a-z][a-z0-9_]{0,19})$")
 _SWITCH = re.compile(r"^w:(yes|no)$")
 _JOURNAL = re.compile(r"^j:(\d{1,6})$")
 _ERASE = re.compile(r"^x:(yes|no)$")
+_CRISIS = re.compile(r"^c:(read|later|ok)$")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,12 @@ class ErasePress:
     confirm: bool
 
 
-Press = StepPress | FlowPress | SwitchPress | JournalPress | ErasePress
+@dataclass(frozen=True)
+class CrisisPress:
+    choice: str  # "read": safe to read the resources; "later": not now; "ok": safe, continue
+
+
+Press = StepPress | FlowPress | SwitchPress | JournalPress | ErasePress | CrisisPress
 
 
 def step(run_id: int, step_name: str, value: str) -> str:
@@ -59,6 +65,10 @@ def flow(name: str) -> str:
 
 def switch(confirm: bool) -> str:
     return "w:yes" if confirm else "w:no"
+
+
+def crisis(choice: str) -> str:
+    return _checked(f"c:{choice}")
 
 
 def erase(confirm: bool) -> str:
@@ -81,6 +91,8 @@ def parse(data: str) -> Press | None:
         return JournalPress(int(match[1]))
     if (match := _ERASE.match(data)) is not None:
         return ErasePress(match[1] == "yes")
+    if (match := _CRISIS.match(data)) is not None:
+        return CrisisPress(match[1])
     return None
 
 

@@ -16,7 +16,7 @@ TABLE = Path(__file__).resolve().parent / "data" / "crisis_lines.yaml"
 class CrisisLines:
     country: str | None
     emergency: str
-    lines: tuple[dict[str, str], ...]
+    lines: tuple[dict[str, Any], ...]
     fallback: bool
 
 
@@ -26,11 +26,21 @@ def _table() -> dict[str, Any]:
     return data
 
 
-def lines_for(country: str | None) -> CrisisLines:
-    """The lines for `country`, or the international fallback (never another country's numbers)."""
+def lines_for(country: str | None, topic: str | None = None) -> CrisisLines:
+    """The lines for `country` (those for `topic` first), or the international fallback.
+
+    Never another country's numbers: a US number is no help in France.
+    """
     table = _table()
     entry = table["entries"].get((country or "").upper())
+    fallback = entry is None
     if entry is None:
-        fallback = table["fallback"]
-        return CrisisLines(None, fallback["emergency"], tuple(fallback["lines"]), True)
-    return CrisisLines(country, entry["emergency"], tuple(entry["lines"]), False)
+        entry, country = table["fallback"], None
+    lines: list[dict[str, Any]] = [
+        {key: str(value) for key, value in line.items() if key != "topics"}
+             | {"for_this": topic in line.get("topics", [])}
+        for line in entry["lines"]
+    ]
+    if topic is not None:
+        lines.sort(key=lambda line: not line["for_this"])
+    return CrisisLines(country, entry["emergency"], tuple(lines), fallback)

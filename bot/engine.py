@@ -29,8 +29,10 @@ from bot.answers import (
     parse_language,
     parse_scale,
 )
+from bot.crisis.detector import Category, CrisisDetector, CrisisMatch, default_detector
 from bot.crisis_lines import lines_for
 from bot.export import export_data, export_documents
+from bot.flood import Admission, FloodGuard
 from bot.flows.machine import ANSWER, SKIP, FlowMachine, pick
 from bot.flows.spec import FOCUS_VALUES, Expects, Flow, Step
 from bot.i18n import N_, locale_display_name
@@ -51,6 +53,9 @@ ERASE_LABEL = N_("Yes, delete everything")
 KEEP_LABEL = N_("No, keep it")
 ERASE_WINDOW = timedelta(minutes=10)
 HIDE_WINDOW = timedelta(hours=48)  # how long Telegram lets a bot delete a message
+SAFE_TO_READ_LABEL = N_("Yes, I can read it")
+NOT_NOW_LABEL = N_("Not right now")
+CONTINUE_LABEL = N_("I'm safe, continue")
 OLDER_LABEL = N_("Older")
 NEWER_LABEL = N_("Newer")
 JOURNAL_PAGE_SIZE = 5
@@ -69,8 +74,12 @@ class Engine:
         renderer: Renderer,
         repository: Repository,
         config: EngineConfig | None = None,
+        detector: CrisisDetector | None = None,
+        flood: FloodGuard | None = None,
     ) -> None:
         self.flows = flows
+        self.detector = detector or default_detector()
+        self.flood = flood or FloodGuard()
         self.machines = machines
         self.renderer = renderer
         self.repository = repository
@@ -97,12 +106,9 @@ class Engine:
         seen: set[str] = set()
         return [(c, d) for c, d in entries if not (c in seen or seen.add(c))]  # type: ignore[func-returns-value]
 
-    async def remember_sent(self, chat_id: int, message_ids: list[int]) -> None:
+    def remember_sent(self, chat_id: int, message_ids: list[int]) -> None:
         """Record the ids of messages just sent to a chat, so /hide can remove them later."""
-        try:
-            await self.repository.remember_sent(chat_id, message_ids)
-        except Exception:
-            log.exception("could not record sent message ids")
+        self.repository.remember_sent(chat_id, message_ids)
 
     async def set_blocked(self, chat_id: int, blocked: bool) -> None:
         """Telegram said the person blocked (or unblocked) Haven."""
@@ -112,25 +118,58 @@ class Engine:
             log.exception("could not record that a person blocked or unblocked Haven")
 
     async def handle(self, incoming: Incoming) -> Reply:
-        """Handle one update for one chat; never raises for bad input."""
+        """Handle one update for one chat; never raises for bad input.
+
+        Crisis language is looked for first, before flood control and before the
+        database, so that it is answered even in a burst or while storage is down.
+        """
+        crisis = None
+        if incoming.kind is InputKind.TEXT:
+            crisis = self.detector.detect(incoming.text)
+        admission = await self.flood.admit(incoming.chat_id)
+        if crisis is None and admission is not Admission.ALLOW:
+            return self._flood_reply(incoming, admission)
         lock = self._locks.get(incoming.chat_id)
         if lock is None:
             lock = asyncio.Lock()
             self._locks[incoming.chat_id] = lock
         async with lock:
             try:
-                async with self.repository.unit() as unit:
-                    turn = _Turn(self, unit, incoming)
-                    await turn.run()
+                if incoming.kind is InputKind.COMMAND and incoming.text == "hide":
+                    await self.repository.flush_sent()  # so the newest messages go too
+                turn = await self.repository.run(
+                    lambda unit: _Turn(self, unit, incoming, crisis).run())
                 if turn.erased:
                     await self.repository.after_erase()
                 return turn.reply
             except Exception:
                 # Never log the input itself: it may be someone's most private words.
                 log.exception("turn failed", extra={"chat_kind": incoming.kind.value})
-                locale = self.renderer.translations.pick(incoming.language_code)
-                texts = self.renderer.render("system/busy.j2", locale, {"user": _PLACEHOLDER})
-                return Reply([Message(text) for text in texts])
+                return self._reply_without_storage(incoming, crisis)
+
+    def _flood_reply(self, incoming: Incoming, admission: Admission) -> Reply:
+        if admission is Admission.DROP:
+            return Reply()
+        return self._render_alone(incoming, "system/slow_down.j2", {})
+
+    def _reply_without_storage(self, incoming: Incoming, crisis: CrisisMatch | None) -> Reply:
+        """When the database fails: crisis lines if they are needed, else "please resend"."""
+        if crisis is None:
+            return self._render_alone(incoming, "system/busy.j2", {})
+        found = lines_for(None, crisis.category.value)
+        return self._render_alone(incoming, "system/crisis.j2", {
+            "category": crisis.category.value, "resources": resources_view(found)})
+
+    def _render_alone(self, incoming: Incoming, template: str, context: dict[str, Any]) -> Reply:
+        locale = self.renderer.translations.pick(incoming.language_code)
+        texts = self.renderer.render(template, locale, {"user": _PLACEHOLDER, **context})
+        return Reply([Message(text) for text in texts])
+
+
+def resources_view(found: Any) -> dict[str, Any]:
+    """Crisis lines as templates see them."""
+    return {"country_name": country_name(found.country), "emergency": found.emergency,
+            "lines": list(found.lines), "fallback": found.fallback}
 
 
 @dataclass(frozen=True)
@@ -162,10 +201,12 @@ _PLACEHOLDER = UserView("", "none", "none", "", False, "en")
 class _Turn:
     """The work of one incoming update, inside one database transaction."""
 
-    def __init__(self, engine: Engine, unit: UnitOfWork, incoming: Incoming) -> None:
+    def __init__(self, engine: Engine, unit: UnitOfWork, incoming: Incoming,
+                 crisis: CrisisMatch | None = None) -> None:
         self.engine = engine
         self.unit = unit
         self.incoming = incoming
+        self.crisis = crisis
         self.reply = Reply()
         self.user: User
         self.locale = "en"
@@ -173,74 +214,82 @@ class _Turn:
 
     # ---- entry -----------------------------------------------------------------
 
-    async def run(self) -> None:
+    def run(self) -> _Turn:
+        """Do the turn's work inside the unit of work's transaction; returns itself."""
+        self._run()
+        return self
+
+    def _run(self) -> None:
         incoming = self.incoming
-        if incoming.update_id is not None and not await self.unit.claim_update(incoming.update_id):
+        if incoming.update_id is not None and not self.unit.claim_update(incoming.update_id):
             log.info("an update delivered twice was handled once")
             return
         translations = self.engine.renderer.translations
-        self.user = await self.unit.user_for_chat(
+        self.user = self.unit.user_for_chat(
             incoming.chat_id, incoming.first_name, translations.pick(incoming.language_code)
         )
         self.locale = self.user.language
         self.user.blocked_at = None  # they are writing to Haven, so it may write back
         if incoming.message_id is not None:
             self.unit.remember_message(self.user, incoming.message_id)
+        if self.crisis is not None:
+            self._crisis(self.crisis.category)
+            return
         pending_erase = self.user.confirm_delete_at is not None
         if pending_erase and incoming.kind is not InputKind.PRESS \
-                and await self._typed_erase_answer(incoming):
+                and self._typed_erase_answer(incoming):
             return
         if incoming.kind is InputKind.COMMAND:
-            await self._command(incoming.text)
+            self._command(incoming.text)
         elif incoming.kind is InputKind.PRESS:
-            await self._press(incoming.text)
+            self._press(incoming.text)
         elif incoming.kind is InputKind.TEXT:
-            await self._text(incoming.text)
+            self._text(incoming.text)
         else:
-            await self._not_text(incoming.media or "other")
+            self._not_text(incoming.media or "other")
 
     # ---- commands --------------------------------------------------------------
 
-    async def _command(self, name: str) -> None:
+    def _command(self, name: str) -> None:
         if name == "help":
             self._say("system/help.j2", resources=self._resources(), commands=self._commands())
             return
         if name == "cancel":
-            await self._cancel()
+            self._cancel()
             return
         if name in ("export", "delete", "hide"):
-            await {"export": self._export, "delete": self._ask_erase, "hide": self._hide}[name]()
+            {"export": self._export, "delete": self._ask_erase, "hide": self._hide}[name]()
             return
         if not self.user.onboarded:
             if name != "start":
                 self._say("system/setup_first.j2")
-            await self._enter(ONBOARDING, resume_note=name != "start")
+            self._enter(ONBOARDING, resume_note=name != "start")
             return
         if name == "start":
-            await self._welcome_back()
+            self._welcome_back()
         elif name == "menu":
-            await self._menu()
+            self._menu()
         elif name == "progress":
-            await self._progress()
+            self._progress()
         elif name == "journal":
-            await self._journal(0)
+            self._journal(0)
         elif name in self.engine.commands:
-            await self._request_flow(self.engine.commands[name])
+            self._request_flow(self.engine.commands[name])
         else:
             self._say("system/unknown_command.j2", command=f"/{name}")
-            await self._repeat_current_step()
+            self._repeat_current_step()
 
-    async def _welcome_back(self) -> None:
+    def _welcome_back(self) -> None:
         """/start again: back to where the person was, or the menu."""
-        located = await self._current()
+        located = self._current()
         if located is None:
-            await self._menu()
+            self._menu()
             return
         flow, run, _step = located
         self._say("system/resume.j2", flow_title=self._t(flow.title))
         self._render_step(flow, run)
 
-    async def _cancel(self) -> None:
+    def _cancel(self) -> None:
         flow_name = self.user.active_flow
         if flow_name is None:
             self._say("system/nothing_to_cancel.j2")
@@ -252,7 +301,7 @@ class _Turn:
         self._say("system/cancelled.j2", flow_title=self._t(flow.title),
                   command=f"/{command}" if command else None)
 
-    async def _request_flow(self, name: str) -> None:
+    def _request_flow(self, name: str) -> None:
         """Start or resume flow `name`, asking first if it would leave another flow."""
         current = self.user.active_flow
         if current is not None and current != name:
@@ -263,12 +312,12 @@ class _Turn:
                       current_title=self._t(self.engine.flows[current].title),
                       new_title=self._t(self.engine.flows[name].title))
             return
-        await self._enter(name, resume_note=True)
+        self._enter(name, resume_note=True)
 
-    async def _enter(self, name: str, resume_note: bool) -> None:
+    def _enter(self, name: str, resume_note: bool) -> None:
         """Make `name` the active flow: continue its open run, or start a new one."""
         flow = self.engine.flows[name]
-        run = await self.unit.open_run(self.user, name)
+        run = self.unit.open_run(self.user, name)
         self.user.active_flow = name
         self.user.pending_flow = None
         if run is not None:
@@ -276,12 +325,12 @@ class _Turn:
                 self._say("system/resume.j2", flow_title=self._t(flow.title))
             self._render_step(flow, run)
             return
-        run = await self.unit.start_run(self.user, name, flow.start)
+        run = self.unit.start_run(self.user, name, flow.start)
         self._render_step(flow, run)
 
-    async def _menu(self) -> None:
-        counts = await self.unit.completed_counts(self.user)
-        open_runs = {run.flow: run for run in await self.unit.open_runs(self.user)}
+    def _menu(self) -> None:
+        counts = self.unit.completed_counts(self.user)
+        open_runs = {run.flow: run for run in self.unit.open_runs(self.user)}
         entries: list[dict[str, Any]] = []
         buttons: list[tuple[Button, ...]] = []
         for flow in self.engine.flows.values():
@@ -300,27 +349,27 @@ class _Turn:
             buttons.append((Button(self._t(flow.title), callbacks.flow(flow.name)),))
         self._say("system/menu.j2", flows=entries, buttons=tuple(buttons))
 
-    async def _progress(self) -> None:
-        counts = await self.unit.completed_counts(self.user)
+    def _progress(self) -> None:
+        counts = self.unit.completed_counts(self.user)
         completed = [{"title": self._t(self.engine.flows[name].title), "count": count}
                      for name, count in counts.items() if name in self.engine.flows
                      and self.engine.flows[name].in_menu]
         in_progress = []
-        for run in await self.unit.open_runs(self.user):
+        for run in self.unit.open_runs(self.user):
             flow = self.engine.flows.get(run.flow)
             if flow is not None and flow.in_menu:
                 number, total = flow.position(run.step)
                 in_progress.append({"title": self._t(flow.title), "step_number": number,
                                     "step_count": total})
         self._say("system/progress.j2", completed=completed, in_progress=in_progress,
-                  reflections=await self.unit.reflection_count(self.user),
+                  reflections=self.unit.reflection_count(self.user),
                   keep_reflections=bool(self.user.keep_reflections))
 
-    async def _journal(self, page: int) -> None:
-        total = await self.unit.reflection_count(self.user)
+    def _journal(self, page: int) -> None:
+        total = self.unit.reflection_count(self.user)
         pages = max(1, -(-total // JOURNAL_PAGE_SIZE))
         page = min(page, pages - 1)
-        rows = await self.unit.reflections_page(self.user, page * JOURNAL_PAGE_SIZE,
+        rows = self.unit.reflections_page(self.user, page * JOURNAL_PAGE_SIZE,
                                                 JOURNAL_PAGE_SIZE)
         entries = [{"date": format_date(row.created_at, format="medium", locale=self.locale),
                     "flow_title": self._t(self._flow_title(row.flow)),
@@ -346,27 +395,58 @@ class _Turn:
                 return step.label
         return answer.replace("_", " ").capitalize()
 
+    # ---- crisis ------------------------------------------------------------------
+
+    def _crisis(self, category: Category) -> None:
+        """Resources first; the words that raised it are not kept, and the flow stays put."""
+        self.unit.record_crisis(self.user, category.value)
+        if category is Category.ABUSE:
+            buttons = ((Button(self._t(SAFE_TO_READ_LABEL), callbacks.crisis("read")),),
+                       (Button(self._t(NOT_NOW_LABEL), callbacks.crisis("later")),))
+            self._say("system/crisis_safe_to_read.j2", buttons=buttons)
+            return
+        self._crisis_resources(category.value)
+
+    def _crisis_resources(self, category: str) -> None:
+        buttons = ((Button(self._t(CONTINUE_LABEL), callbacks.crisis("ok")),),)
+        self._say("system/crisis.j2", buttons=buttons, category=category,
+                  resources=self._resources(category))
+
+    def _crisis_choice(self, choice: str) -> None:
+        if choice == "read":
+            self._crisis_resources(Category.ABUSE.value)
+        elif choice == "later":
+            self._say("system/crisis_later.j2", resources=self._resources(Category.ABUSE.value))
+        else:
+            self._say("system/crisis_continue.j2")
+            if not self._repeat_current_step():
+                if self.user.onboarded:
+                    self._menu()
+                else:
+                    self._enter(ONBOARDING, resume_note=False)
+
     # ---- what people own: export, erase, hide -----------------------------------
 
-    async def _export(self) -> None:
-        runs = await self.unit.all_runs(self.user)
-        reflections = await self.unit.reflections(self.user)
+    def _export(self) -> None:
+        runs = self.unit.all_runs(self.user)
+        reflections = self.unit.reflections(self.user)
         titles = {name: self._t(flow.title) for name, flow in self.engine.flows.items()}
         labels = {(name, step.answer): self._t(step.label)
                   for name, flow in self.engine.flows.items()
                   for step in flow.steps.values() if step.answer and step.label}
-        data = export_data(self.user, runs, reflections, titles, labels)
+        data = export_data(self.user, runs, reflections, titles, labels,
+                           self.unit.crisis_events(self.user))
         documents = export_documents(data, self.engine.renderer, self.locale)
         self._say("system/export.j2", reflections=len(reflections))
         last = self.reply.messages[-1]
         self.reply.messages[-1] = Message(last.text, last.buttons, documents)
 
-    async def _ask_erase(self) -> None:
+    def _ask_erase(self) -> None:
         self.user.confirm_delete_at = utcnow()
         buttons = ((Button(self._t(ERASE_LABEL), callbacks.erase(True)),),
                    (Button(self._t(KEEP_LABEL), callbacks.erase(False)),))
         self._say("system/delete_confirm.j2", buttons=buttons,
-                  reflections=await self.unit.reflection_count(self.user))
+                  reflections=self.unit.reflection_count(self.user))
 
     def _erase_pending(self) -> bool:
         asked = self.user.confirm_delete_at
@@ -376,78 +456,81 @@ class _Turn:
             asked = asked.replace(tzinfo=UTC)
         return datetime.now(UTC) - asked <= ERASE_WINDOW
 
-    async def _typed_erase_answer(self, incoming: Incoming) -> bool:
+    def _typed_erase_answer(self, incoming: Incoming) -> bool:
         """A typed reply to "delete everything?"; True if it was one."""
         if incoming.kind is InputKind.TEXT and self._erase_pending():
             picked = match_label(incoming.text, [self._t(ERASE_LABEL), self._t(KEEP_LABEL)])
             if picked is not None:
-                await self._answer_erase(picked == 0)
+                self._answer_erase(picked == 0)
                 return True
         self.user.confirm_delete_at = None  # anything else means "not now"
         return False
 
-    async def _answer_erase(self, confirm: bool) -> None:
+    def _answer_erase(self, confirm: bool) -> None:
         self.user.confirm_delete_at = None
         if not confirm:
             self._say("system/delete_kept.j2")
-            await self._repeat_current_step()
+            self._repeat_current_step()
             return
         self._say("system/deleted.j2")  # rendered while the person's language is still known
-        await self.unit.erase(self.user)
+        self.unit.erase(self.user)
         self.erased = True
         self.reply.remember_sent = False
 
-    async def _hide(self) -> None:
-        self.reply.delete_message_ids = await self.unit.recent_message_ids(self.user, HIDE_WINDOW)
-        await self.unit.forget_messages(self.user)
+    def _hide(self) -> None:
+        self.reply.delete_message_ids = self.unit.recent_message_ids(self.user, HIDE_WINDOW)
+        self.unit.forget_messages(self.user)
         self.reply.remember_sent = False
         self._say("system/hidden.j2")
 
     # ---- button presses --------------------------------------------------------
 
-    async def _press(self, data: str) -> None:
+    def _press(self, data: str) -> None:
         press = callbacks.parse(data)
         if isinstance(press, callbacks.FlowPress) and press.flow in self.engine.flows:
             if not self.user.onboarded and press.flow != ONBOARDING:
-                await self._command("start")
+                self._command("start")
             else:
-                await self._request_flow(press.flow)
+                self._request_flow(press.flow)
+            return
+        if isinstance(press, callbacks.CrisisPress):
+            self._crisis_choice(press.choice)
             return
         if isinstance(press, callbacks.ErasePress) and self._erase_pending():
-            await self._answer_erase(press.confirm)
+            self._answer_erase(press.confirm)
             return
         if isinstance(press, callbacks.JournalPress) and self.user.onboarded:
-            await self._journal(press.page)
+            self._journal(press.page)
             return
         if isinstance(press, callbacks.SwitchPress) and self.user.pending_flow:
-            await self._answer_switch(press.confirm)
+            self._answer_switch(press.confirm)
             return
         if isinstance(press, callbacks.StepPress):
-            located = await self._current()
+            located = self._current()
             if located is not None:
                 flow, run, step = located
                 if run.id == press.run_id and step.name == press.step:
-                    await self._apply_press(flow, run, step, press.value)
+                    self._apply_press(flow, run, step, press.value)
                     return
-        await self._stale_button()
+        self._stale_button()
 
-    async def _apply_press(self, flow: Flow, run: FlowRun, step: Step, value: str) -> None:
+    def _apply_press(self, flow: Flow, run: FlowRun, step: Step, value: str) -> None:
         if value == callbacks.SKIP_VALUE:
             if step.skippable:
-                await self._advance(flow, run, step, SKIP, None)
+                self._advance(flow, run, step, SKIP, None)
                 return
         elif step.expects is Expects.CHOICE and step.choice(value) is not None:
-            await self._advance(flow, run, step, pick(value), value)
+            self._advance(flow, run, step, pick(value), value)
             return
         elif step.expects is Expects.SCALE and value.isdigit():
             number = int(value)
             if step.scale[0] <= number <= step.scale[1]:
-                await self._advance(flow, run, step, ANSWER, number)
+                self._advance(flow, run, step, ANSWER, number)
                 return
         elif self._is_offered(step, value):
-            await self._advance(flow, run, step, ANSWER, value)
+            self._advance(flow, run, step, ANSWER, value)
             return
-        await self._stale_button()
+        self._stale_button()
 
     def _is_offered(self, step: Step, value: str) -> bool:
         """Whether a country or language button with `value` is one this step offers."""
@@ -455,39 +538,39 @@ class _Turn:
             return step.choice(value) is not None
         return step.expects is Expects.LANGUAGE and value in self.engine.renderer.locales
 
-    async def _answer_switch(self, confirm: bool) -> None:
+    def _answer_switch(self, confirm: bool) -> None:
         target = self.user.pending_flow
         self.user.pending_flow = None
         if target is None:
             return
         if confirm:
-            await self._enter(target, resume_note=True)
+            self._enter(target, resume_note=True)
             return
         current = self.user.active_flow
         if current is not None:
             self._say("system/stay.j2", flow_title=self._t(self.engine.flows[current].title))
-        await self._repeat_current_step()
+        self._repeat_current_step()
 
-    async def _stale_button(self) -> None:
+    def _stale_button(self) -> None:
         self.reply.notice = self._t(N_("That button is from an earlier message."))
         self._say("system/stale_button.j2")
-        if not await self._repeat_current_step():
-            await self._menu()
+        if not self._repeat_current_step():
+            self._menu()
 
     # ---- typed text ------------------------------------------------------------
 
-    async def _text(self, raw: str) -> None:
+    def _text(self, raw: str) -> None:
         typed = raw.strip()
         if self.user.pending_flow:
             word = normalise(typed)
             picked = match_label(typed, [self._t(SWITCH_LABEL), self._t(STAY_LABEL)])
             if picked is not None or word in YES_WORDS or word in NO_WORDS:
-                await self._answer_switch(picked == 0 or word in YES_WORDS)
+                self._answer_switch(picked == 0 or word in YES_WORDS)
                 return
             self.user.pending_flow = None  # they moved on: treat it as an answer to the step
-        located = await self._current()
+        located = self._current()
         if located is None:
-            await self._text_outside_flow(typed)
+            self._text_outside_flow(typed)
             return
         flow, run, step = located
         if not typed:
@@ -498,21 +581,21 @@ class _Turn:
                       buttons=self._step_buttons(flow, run, step))
             return
         if step.skippable and normalise(typed) in SKIP_WORDS:
-            await self._advance(flow, run, step, SKIP, None)
+            self._advance(flow, run, step, SKIP, None)
             return
-        await self._typed_answer(flow, run, step, typed)
+        self._typed_answer(flow, run, step, typed)
 
-    async def _typed_answer(self, flow: Flow, run: FlowRun, step: Step, typed: str) -> None:
+    def _typed_answer(self, flow: Flow, run: FlowRun, step: Step, typed: str) -> None:
         buttons = self._step_buttons(flow, run, step)
         if step.expects is Expects.TEXT:
-            await self._advance(flow, run, step, ANSWER, typed)
+            self._advance(flow, run, step, ANSWER, typed)
         elif step.expects is Expects.CHOICE:
             index = match_label(typed, [self._t(choice.label) for choice in step.choices])
             if index is None:
                 self._say("system/expected_choice.j2", buttons=buttons,
                           labels=[self._t(choice.label) for choice in step.choices])
                 return
-            await self._advance(flow, run, step, pick(step.choices[index].value),
+            self._advance(flow, run, step, pick(step.choices[index].value),
                                 step.choices[index].value)
         elif step.expects is Expects.SCALE:
             number = parse_scale(typed, *step.scale)
@@ -520,14 +603,14 @@ class _Turn:
                 self._say("system/expected_scale.j2", buttons=buttons,
                           low=step.scale[0], high=step.scale[1])
                 return
-            await self._advance(flow, run, step, ANSWER, number)
+            self._advance(flow, run, step, ANSWER, number)
         elif step.expects is Expects.COUNTRY:
             index = match_label(typed, [self._t(choice.label) for choice in step.choices])
             code = step.choices[index].value if index is not None else parse_country(typed)
             if code is None:
                 self._say("system/expected_country.j2", buttons=buttons)
                 return
-            await self._advance(flow, run, step, ANSWER, code)
+            self._advance(flow, run, step, ANSWER, code)
         elif step.expects is Expects.LANGUAGE:
             locales = self.engine.renderer.locales
             index = match_label(typed, [locale_display_name(code) for code in locales])
@@ -536,22 +619,22 @@ class _Turn:
                 self._say("system/expected_choice.j2", buttons=buttons,
                           labels=[locale_display_name(code) for code in locales])
                 return
-            await self._advance(flow, run, step, ANSWER, locale)
+            self._advance(flow, run, step, ANSWER, locale)
 
-    async def _text_outside_flow(self, typed: str) -> None:
+    def _text_outside_flow(self, typed: str) -> None:
         if not self.user.onboarded:
-            await self._enter(ONBOARDING, resume_note=False)
+            self._enter(ONBOARDING, resume_note=False)
             return
         menu_flows = [flow for flow in self.engine.flows.values() if flow.in_menu]
         index = match_label(typed, [self._t(flow.title) for flow in menu_flows]) if typed else None
         if index is not None and not typed.isdigit():
-            await self._request_flow(menu_flows[index].name)
+            self._request_flow(menu_flows[index].name)
             return
         self._say("system/outside_flow.j2")
-        await self._menu()
+        self._menu()
 
-    async def _not_text(self, media: str) -> None:
-        located = await self._current()
+    def _not_text(self, media: str) -> None:
+        located = self._current()
         if located is None:
             self._say("system/not_text.j2", kind=media, expected="none")
             return
@@ -561,26 +644,26 @@ class _Turn:
 
     # ---- moving through a flow -------------------------------------------------
 
-    async def _current(self) -> tuple[Flow, FlowRun, Step] | None:
+    def _current(self) -> tuple[Flow, FlowRun, Step] | None:
         name = self.user.active_flow
         flow = self.engine.flows.get(name) if name else None
         if flow is None:
             return None
-        run = await self.unit.open_run(self.user, flow.name)
+        run = self.unit.open_run(self.user, flow.name)
         if run is None or run.step not in flow.steps:
             self.user.active_flow = None
             return None
         return flow, run, flow.steps[run.step]
 
-    async def _repeat_current_step(self) -> bool:
-        located = await self._current()
+    def _repeat_current_step(self) -> bool:
+        located = self._current()
         if located is None:
             return False
         flow, run, _step = located
         self._render_step(flow, run)
         return True
 
-    async def _advance(self, flow: Flow, run: FlowRun, step: Step, event: str, value: Any) -> None:
+    def _advance(self, flow: Flow, run: FlowRun, step: Step, event: str, value: Any) -> None:
         """Record the answer to `step`, move along the flow's machine and show what comes next."""
         if value is not None:
             self._record(run, step, value)
@@ -591,7 +674,7 @@ class _Turn:
         if next_step.end:
             self._finish(flow, run)
             if next_step.after == "menu":
-                await self._menu()
+                self._menu()
 
     def _record(self, run: FlowRun, step: Step, value: Any) -> None:
         if step.profile == "keep_reflections":
@@ -653,10 +736,8 @@ class _Turn:
     def _t(self, message: str) -> str:
         return self.engine.renderer.gettext(self.locale, message)
 
-    def _resources(self) -> dict[str, Any]:
-        found = lines_for(self.user.country)
-        return {"country_name": country_name(found.country), "emergency": found.emergency,
-                "lines": list(found.lines), "fallback": found.fallback}
+    def _resources(self, topic: str | None = None) -> dict[str, Any]:
+        return resources_view(lines_for(self.user.country, topic))
 
     def _commands(self) -> list[dict[str, str]]:
         return [{"command": f"/{command}", "description": self._t(description)}

@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.messages import Document
 from bot.rendering import Renderer
-from bot.storage.models import FlowRun, Reflection, User, utcnow
+from bot.storage.models import CrisisEvent, FlowRun, Reflection, User, utcnow
 
 
 def _when(value: datetime | None) -> str | None:
@@ -16,7 +16,8 @@ def _when(value: datetime | None) -> str | None:
 
 
 def export_data(user: User, runs: list[FlowRun], reflections: list[Reflection],
-                flow_titles: dict[str, str], labels: dict[tuple[str, str], str]) -> dict[str, Any]:
+                flow_titles: dict[str, str], labels: dict[tuple[str, str], str],
+                crisis_events: list[CrisisEvent]) -> dict[str, Any]:
     """`labels` names each kept answer, by (flow, answer name)."""
     return {
         "exported_at": _when(utcnow()),
@@ -45,6 +46,9 @@ def export_data(user: User, runs: list[FlowRun], reflections: list[Reflection],
              "text": row.text}
             for row in reflections
         ],
+        # Only the kind and the time: the words that raised them were never kept.
+        "crisis_moments": [{"date": _when(event.at), "kind": event.category}
+                           for event in crisis_events],
     }
 
 

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     haven_console_user_id: int = 1
     haven_max_answer_chars: int = Field(default=2000, ge=100, le=4000)
     haven_encryption_keys: str | None = Field(default=None, repr=False)
+    haven_flood_burst: int = Field(default=10, ge=1)
+    haven_flood_period_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("telegram_bot_token")
     @classmethod
@@ -102,7 +104,7 @@ class Settings(BaseSettings):
                 if url.startswith(prefix):
                     return "postgresql+asyncpg://" + url[len(prefix) :]
             return url
-        return f"sqlite+aiosqlite:///{self.haven_data_dir / 'haven.sqlite3'}"
+        return f"sqlite:///{self.haven_data_dir / 'haven.sqlite3'}"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -27,6 +27,7 @@ class BotProcess:
             "HAVEN_DATA_DIR": str(data_dir),
             "HAVEN_LOG_LEVEL": "DEBUG",
             "PYTHONUNBUFFERED": "1",
+            "HAVEN_FLOOD_BURST": "1000",  # tests type faster than people; one test sets it
             **extra_env,
         }
         if "WEBHOOK_URL" not in extra_env:

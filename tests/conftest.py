@@ -17,8 +17,8 @@ from bot.app import Content, load_content
 from bot.engine import Engine
 from bot.settings import PROJECT_ROOT
 from bot.storage.crypto import cipher_from
-from bot.storage.database import create_engine, migrate
 from bot.storage.repository import Repository
+from tests.helpers import make_engine, migrated
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "HAVEN_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -87,7 +87,7 @@ async def _drop_postgres_database(name: str) -> None:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database URL: a SQLite file, or a new database on the real PostgreSQL."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'haven.sqlite3'}"
+        yield f"sqlite:///{tmp_path / 'haven.sqlite3'}"
         return
     request.getfixturevalue("postgres_available")
     name, url = asyncio.run(_fresh_postgres_database())
@@ -104,16 +104,14 @@ def cipher() -> MultiFernet:
 
 @pytest.fixture
 async def repository(database_url: str, cipher: MultiFernet) -> AsyncIterator[Repository]:
-    engine = create_engine(database_url, cipher)
-    await migrate(engine)
-    repo = Repository(engine)
+    repo = await migrated(database_url, cipher)
     yield repo
     await repo.close()
 
 
 @pytest.fixture
 def engine(content: Content, repository: Repository) -> Engine:
-    return Engine(content.flows, content.machines, content.renderer, repository)
+    return make_engine(content, repository)
 
 
 @pytest.fixture

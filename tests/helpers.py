@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cryptography.fernet import MultiFernet
+
 from bot.adapters.plain_text import html_to_text
+from bot.app import Content
+from bot.engine import Engine
+from bot.flood import FloodGuard
 from bot.messages import Reply
+from bot.storage.repository import Repository, open_repository, raw_rows
 
 
 def texts(reply: Reply) -> str:
@@ -26,3 +35,36 @@ def press_data(reply: Reply, label: str) -> str:
                 if button.label == label:
                     return button.data
     raise AssertionError(f"no button {label!r}; the reply has {labels(reply)}")
+
+
+class Reader:
+    """Reads for tests: `await reader.find_user(5)` runs one unit-of-work method in its own
+    transaction; `query` and `raw` look at rows directly."""
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self.repository.run(lambda unit: getattr(unit, name)(*args, **kwargs))
+
+        return call
+
+    async def query(self, statement: Any) -> list[Any]:
+        return await self.repository.run(
+            lambda unit: list(unit.session.execute(statement).scalars()))
+
+    async def raw(self, sql: str) -> list[Any]:
+        return await self.repository.run(lambda unit: raw_rows(unit, sql))
+
+
+async def migrated(url: str, cipher: MultiFernet) -> Repository:
+    repository = open_repository(url, cipher)
+    await repository.migrate()
+    return repository
+
+
+def make_engine(content: Content, repository: Repository) -> Engine:
+    """The real engine; flood control is relaxed, since tests type far faster than people."""
+    return Engine(content.flows, content.machines, content.renderer, repository,
+                  flood=FloodGuard(burst=100_000))

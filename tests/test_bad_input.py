@@ -8,15 +8,15 @@ from bot.adapters.console import ConsoleChat
 from bot.engine import Engine
 from bot.messages import Incoming, InputKind, Reply
 from bot.storage.repository import Repository
-from tests.helpers import labels, press_data, texts
+from tests.helpers import Reader, labels, press_data, texts
 from tests.test_console_flows import onboard
 
 
 async def position(repository: Repository, chat_id: int) -> tuple[str | None, str | None, dict]:
-    async with repository.unit() as unit:
-        user = await unit.find_user(chat_id)
-        assert user is not None
-        run = await unit.open_run(user, user.active_flow) if user.active_flow else None
+    unit = Reader(repository)
+    user = await unit.find_user(chat_id)
+    assert user is not None
+    run = await unit.open_run(user, user.active_flow) if user.active_flow else None
     return user.active_flow, run.step if run else None, dict(run.answers) if run else {}
 
 
@@ -161,8 +161,8 @@ async def test_an_update_delivered_twice_has_one_effect(
     second = await engine.handle(answer)
     assert first.messages and not second.messages
     assert await position(repository, chat.user_id) == after_first
-    async with repository.unit() as unit:
-        user = await unit.find_user(chat.user_id)
-        assert user is not None
-        kept = [r.text for r in await unit.reflections(user)]
+    unit = Reader(repository)
+    user = await unit.find_user(chat.user_id)
+    assert user is not None
+    kept = [r.text for r in await unit.reflections(user)]
     assert kept.count("Twice-sent answer") == 1

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from bot.adapters.console import ConsoleChat
 from bot.storage.models import FlowRun, Reflection, User
 from bot.storage.repository import Repository
-from tests.helpers import labels, texts
+from tests.helpers import Reader, labels, make_engine, migrated, texts
 
 ANSWERS = {
     "triggers": "When plans change at the last minute my chest gets tight.",
@@ -36,8 +36,7 @@ async def onboard(chat: ConsoleChat, keep: str = "Yes, keep them", focus: str = 
 
 
 async def stored_user(repository: Repository, chat_id: int) -> User:
-    async with repository.unit() as unit:
-        user = await unit.find_user(chat_id)
+    user = await Reader(repository).find_user(chat_id)
     assert user is not None
     return user
 
@@ -68,15 +67,13 @@ async def test_self_awareness_end_to_end(chat: ConsoleChat, repository: Reposito
     # The person's words are escaped, not interpreted, in Telegram HTML.
     assert "&amp; leave the room &lt;then feel bad&gt;" in "".join(m.text for m in reply.messages)
 
-    async with repository.unit() as unit:
-        user = await unit.find_user(chat.user_id)
-        assert user is not None
-        rows = (await unit.session.execute(
-            select(Reflection).where(Reflection.user_id == user.id).order_by(Reflection.id)
-        )).scalars().all()
-        runs = (await unit.session.execute(
-            select(FlowRun).where(FlowRun.user_id == user.id, FlowRun.flow == "self_awareness")
-        )).scalars().all()
+    unit = Reader(repository)
+    user = await unit.find_user(chat.user_id)
+    assert user is not None
+    rows = await unit.query(
+        select(Reflection).where(Reflection.user_id == user.id).order_by(Reflection.id))
+    runs = await unit.query(
+        select(FlowRun).where(FlowRun.user_id == user.id, FlowRun.flow == "self_awareness"))
     assert [(row.question, row.text) for row in rows] == list(ANSWERS.items())
     assert all(row.flow == "self_awareness" for row in rows)
     assert [(run.status, run.answers) for run in runs] == [("done", {})]
@@ -100,10 +97,10 @@ async def test_skipped_reflections_are_not_quoted_or_kept(
     reply = await chat.send("skip")
     assert ANSWERS["past"] in texts(reply)
     assert ANSWERS["triggers"] not in texts(reply)
-    async with repository.unit() as unit:
-        user = await unit.find_user(chat.user_id)
-        assert user is not None
-        kept = await unit.reflections(user)
+    unit = Reader(repository)
+    user = await unit.find_user(chat.user_id)
+    assert user is not None
+    kept = await unit.reflections(user)
     assert [(row.question, row.text) for row in kept] == [("past", ANSWERS["past"])]
 
 
@@ -116,12 +113,12 @@ async def test_nothing_is_kept_without_consent(chat: ConsoleChat, repository: Re
         reply = await chat.send(ANSWERS[name])
     assert reply is not None
     assert ANSWERS["impact"] in texts(reply), "the summary still quotes this run's answers"
-    async with repository.unit() as unit:
-        user = await unit.find_user(chat.user_id)
-        assert user is not None
-        assert await unit.reflection_count(user) == 0
-        runs = (await unit.session.execute(select(FlowRun).where(FlowRun.user_id == user.id)))
-        assert all(run.answers == {} for run in runs.scalars())
+    unit = Reader(repository)
+    user = await unit.find_user(chat.user_id)
+    assert user is not None
+    assert await unit.reflection_count(user) == 0
+    runs = await unit.query(select(FlowRun).where(FlowRun.user_id == user.id))
+    assert runs and all(run.answers == {} for run in runs)
 
 
 async def test_buttons_and_typing_reach_the_same_place(
@@ -143,8 +140,6 @@ async def test_resume_after_restart_continues_at_the_same_step(
     chat: ConsoleChat, repository: Repository, content, database_url: str, cipher
 ) -> None:
     """A new engine (as after a restart) on the same database continues mid-flow."""
-    from bot.engine import Engine
-    from bot.storage.database import create_engine
 
     await onboard(chat)
     await chat.send("/aware")
@@ -152,9 +147,9 @@ async def test_resume_after_restart_continues_at_the_same_step(
     await chat.send(ANSWERS["triggers"])
     await chat.send(ANSWERS["past"])
 
-    fresh = Repository(create_engine(database_url, cipher))
+    fresh = await migrated(database_url, cipher)
     try:
-        restarted = ConsoleChat(Engine(content.flows, content.machines, content.renderer, fresh),
+        restarted = ConsoleChat(make_engine(content, fresh),
                                 user_id=chat.user_id, out=chat.out)
         reply = await restarted.send("/aware")
         assert "where you left off" in texts(reply).lower()

@@ -13,10 +13,9 @@ import pytest
 
 from bot.settings import PROJECT_ROOT
 from bot.storage.crypto import cipher_from, key_file, read_or_create_key_file
-from bot.storage.database import create_engine
-from bot.storage.repository import Repository
 from tests.bot_process import BotProcess
 from tests.fake_telegram import FakeTelegram, FakeUser
+from tests.helpers import Reader, migrated
 
 pytestmark = pytest.mark.e2e
 
@@ -93,13 +92,13 @@ async def test_onboarding_and_self_awareness_through_telegram(
     assert all(not m.buttons for m in pressed)
 
     keys = read_or_create_key_file(key_file(tmp_path))  # the key the bot made on first run
-    repository = Repository(create_engine(database_url, cipher_from(keys)))
+    repository = await migrated(database_url, cipher_from(keys))
     try:
-        async with repository.unit() as unit:
-            person = await unit.find_user(5001)
-            assert person is not None
-            kept = await unit.reflections(person)
-            assert (person.focus, person.country, person.first_name) == ("friend", "IE", "Róisín")
+        unit = Reader(repository)
+        person = await unit.find_user(5001)
+        assert person is not None
+        kept = await unit.reflections(person)
+        assert (person.focus, person.country, person.first_name) == ("friend", "IE", "Róisín")
     finally:
         await repository.close()
     assert [row.text for row in kept] == ANSWERS
@@ -266,6 +265,7 @@ def test_the_console_entry_point(tmp_path: Path) -> None:
     """`python -m bot console`, typed into, as a person would try Haven without a token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DATABASE_"))}
     env["HAVEN_DATA_DIR"] = str(tmp_path)
+    env["HAVEN_FLOOD_BURST"] = "1000"  # piped lines arrive faster than anyone types
     typed = ["1", "2", "1", "Germany", "/aware", "1", *ANSWERS, "/quit"]
     result = subprocess.run([sys.executable, "-m", "bot", "console"], cwd=PROJECT_ROOT, env=env,
                             input="\n".join(typed) + "\n", capture_output=True, text=True,
@@ -331,12 +331,11 @@ async def test_network_errors_and_blocking(
     keys = read_or_create_key_file(key_file(tmp_path))
 
     async def blocked_at() -> object:
-        repository = Repository(create_engine(database_url, cipher_from(keys)))
+        repository = await migrated(database_url, cipher_from(keys))
         try:
-            async with repository.unit() as unit:
-                person = await unit.find_user(5007)
-                assert person is not None
-                return person.blocked_at
+            person = await Reader(repository).find_user(5007)
+            assert person is not None
+            return person.blocked_at
         finally:
             await repository.close()
 

@@ -7,16 +7,14 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import text
 
 from bot.adapters.console import ConsoleChat
 from bot.app import Content
-from bot.engine import Engine
 from bot.settings import load_settings
 from bot.storage.crypto import cipher_from, key_file, read_or_create_key_file
-from bot.storage.database import create_engine, migrate
 from bot.storage.repository import Repository
 from bot.storage.rotation import rotate_keys
+from tests.helpers import Reader, make_engine, migrated
 from tests.test_console_flows import onboard
 
 SECRET_WORDS = "Sentinel-7f3a: I am afraid of how loud it gets at home"
@@ -32,12 +30,11 @@ async def write_a_reflection(chat: ConsoleChat) -> None:
 
 
 async def raw_values(repository: Repository) -> str:
-    async with repository.engine.connect() as connection:
-        rows = []
-        for table, column in (("users", "first_name"), ("flow_runs", "answers"),
-                              ("reflections", "text")):
-            result = await connection.execute(text(f"SELECT {column} FROM {table}"))
-            rows += [str(value) for (value,) in result.all()]
+    rows = []
+    for table, column in (("users", "first_name"), ("flow_runs", "answers"),
+                          ("reflections", "text")):
+        rows += [str(value) for (value,) in await Reader(repository).raw(
+            f"SELECT {column} FROM {table}")]
     return "\n".join(rows)
 
 
@@ -47,20 +44,19 @@ async def test_stored_words_are_ciphertext(chat: ConsoleChat, repository: Reposi
     assert stored, "the query found the rows"
     for plain in ("Sentinel-7f3a", "sentinel-9c1d", "Sam"):
         assert plain not in stored
-    async with repository.unit() as unit:
-        user = await unit.find_user(chat.user_id)
-        assert user is not None
-        assert [r.text for r in await unit.reflections(user)] == [SECRET_WORDS, SECOND_WORDS]
-        assert user.first_name == "Sam"
+    unit = Reader(repository)
+    user = await unit.find_user(chat.user_id)
+    assert user is not None
+    assert [r.text for r in await unit.reflections(user)] == [SECRET_WORDS, SECOND_WORDS]
+    assert user.first_name == "Sam"
 
 
 async def test_sqlite_files_never_hold_plain_text(
     content: Content, tmp_path: Path, cipher
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'haven.sqlite3'}"
-    repository = Repository(create_engine(url, cipher))
-    await migrate(repository.engine)
-    chat = ConsoleChat(Engine(content.flows, content.machines, content.renderer, repository),
+    url = f"sqlite:///{tmp_path / 'haven.sqlite3'}"
+    repository = await migrated(url, cipher)
+    chat = ConsoleChat(make_engine(content, repository),
                        user_id=31, first_name="Sam")
     try:
         await write_a_reflection(chat)
@@ -96,9 +92,8 @@ async def test_rotation_reencrypts_everything(
     monkeypatch.delenv("HAVEN_ENCRYPTION_KEYS", raising=False)
     settings = load_settings(haven_data_dir=tmp_path, database_url=None)
     old_keys = settings.encryption_keys()
-    repository = Repository(create_engine(settings.effective_database_url, cipher_from(old_keys)))
-    await migrate(repository.engine)
-    chat = ConsoleChat(Engine(content.flows, content.machines, content.renderer, repository),
+    repository = await migrated(settings.effective_database_url, cipher_from(old_keys))
+    chat = ConsoleChat(make_engine(content, repository),
                        user_id=32, first_name="Sam")
     await write_a_reflection(chat)
     before = await raw_values(repository)
@@ -109,14 +104,14 @@ async def test_rotation_reencrypts_everything(
     new_keys = read_or_create_key_file(key_file(tmp_path))
     assert len(new_keys) == 1 and new_keys[0] not in old_keys
 
-    rotated = Repository(create_engine(settings.effective_database_url, cipher_from(new_keys)))
+    rotated = await migrated(settings.effective_database_url, cipher_from(new_keys))
     try:
         after = await raw_values(rotated)
         assert after != before
-        async with rotated.unit() as unit:
-            user = await unit.find_user(32)
-            assert user is not None
-            assert [r.text for r in await unit.reflections(user)] == [SECRET_WORDS, SECOND_WORDS]
+        unit = Reader(rotated)
+        user = await unit.find_user(32)
+        assert user is not None
+        assert [r.text for r in await unit.reflections(user)] == [SECRET_WORDS, SECOND_WORDS]
     finally:
         await rotated.close()
     with pytest.raises(Exception):  # noqa: B017 - the old key no longer opens anything

@@ -11,11 +11,10 @@ import pytest
 
 from bot.adapters.console import ConsoleChat
 from bot.app import Content, load_content
-from bot.engine import Engine
 from bot.flows.samples import render_errors, system_render_errors
 from bot.settings import PROJECT_ROOT
 from bot.storage.repository import Repository
-from tests.helpers import labels, texts
+from tests.helpers import Reader, labels, make_engine, texts
 
 FRENCH_PO = '''
 msgid ""
@@ -59,15 +58,14 @@ async def test_a_partial_translation_falls_back_to_english(
     assert content.renderer.locales == ["en", "fr"]
     for flow in content.flows.values():
         assert list(render_errors(content.renderer, flow, "fr")) == []
-    engine = Engine(content.flows, content.machines, content.renderer, repository)
+    engine = make_engine(content, repository)
     chat = ConsoleChat(engine, user_id=77, first_name="Camille", language_code="fr-FR")
     reply = await chat.send("/start")
     assert texts(reply) == "Bonjour, je suis Haven."
     assert labels(reply) == ["D'accord", "Tell me more"]
     reply = await chat.send("D'accord")  # typing a translated label works too
     assert "keep your reflections" in texts(reply), "untranslated templates fall back"
-    async with repository.unit() as unit:
-        user = await unit.find_user(77)
+    user = await Reader(repository).find_user(77)
     assert user is not None and user.language == "fr"
 
 

@@ -11,10 +11,9 @@ from bot.adapters.console import ConsoleChat
 from bot.app import Content
 from bot.engine import Engine
 from bot.messages import Incoming, InputKind, Reply
-from bot.storage.database import create_engine, migrate
-from bot.storage.models import ChatMessage, FlowRun, Reflection, User
-from bot.storage.repository import Repository
-from tests.helpers import labels, texts
+from bot.storage.models import ChatMessage, CrisisEvent, FlowRun, Reflection, User
+from bot.storage.repository import Repository, UnitOfWork
+from tests.helpers import Reader, labels, make_engine, migrated, texts
 from tests.test_console_flows import ANSWERS, onboard
 
 SENTINEL = "Zebra-quartz-4411 is what I call the quiet after a fight"
@@ -53,7 +52,7 @@ async def test_export_holds_everything_kept(chat: ConsoleChat) -> None:
 
 async def test_the_console_saves_exports_privately(content: Content, repository: Repository,
                                                    tmp_path: Path) -> None:
-    engine = Engine(content.flows, content.machines, content.renderer, repository)
+    engine = make_engine(content, repository)
     chat = ConsoleChat(engine, user_id=61, first_name="Sam", export_dir=tmp_path / "exports")
     await reflect(chat)
     await chat.send("/export")
@@ -64,10 +63,12 @@ async def test_the_console_saves_exports_privately(content: Content, repository:
 
 
 async def counts(repository: Repository) -> dict[str, int]:
-    async with repository.unit() as unit:
-        return {model.__tablename__: int((await unit.session.execute(
-            select(func.count()).select_from(model))).scalar_one())
-            for model in (User, FlowRun, Reflection, ChatMessage)}
+    def count(unit: UnitOfWork) -> dict[str, int]:
+        return {model.__tablename__: int(unit.session.execute(
+            select(func.count()).select_from(model)).scalar_one())
+            for model in (User, FlowRun, Reflection, ChatMessage, CrisisEvent)}
+
+    return await repository.run(count)
 
 
 async def test_delete_asks_first_and_no_keeps_everything(
@@ -96,7 +97,7 @@ async def test_delete_erases_every_row(chat: ConsoleChat, engine: Engine,
     reply = await chat.send("Yes, delete everything")
     assert "erased" in texts(reply)
     assert await counts(repository) == {"users": 0, "flow_runs": 0, "reflections": 0,
-                                        "chat_messages": 0}
+                                        "chat_messages": 0, "crisis_events": 0}
     reply = await chat.send("/start")
     assert "not a crisis service" in texts(reply), "a fresh start, as a new person"
 
@@ -108,18 +109,15 @@ async def test_after_delete_the_sqlite_files_hold_no_trace(
 
     from bot.storage.crypto import cipher_from
 
-    url = f"sqlite+aiosqlite:///{tmp_path / 'haven.sqlite3'}"
+    url = f"sqlite:///{tmp_path / 'haven.sqlite3'}"
     # A key that is thrown away afterwards would hide the words anyway: look for the
     # ciphertext too, which is what the files would hold.
-    repository = Repository(create_engine(url, cipher_from([Fernet.generate_key()])))
-    await migrate(repository.engine)
-    chat = ConsoleChat(Engine(content.flows, content.machines, content.renderer, repository),
+    repository = await migrated(url, cipher_from([Fernet.generate_key()]))
+    chat = ConsoleChat(make_engine(content, repository),
                        user_id=62, first_name="Sam")
     try:
         await reflect(chat)
-        async with repository.engine.connect() as connection:
-            tokens = [row[0] for row in (await connection.exec_driver_sql(
-                "SELECT text FROM reflections")).all()]
+        tokens = [row[0] for row in await Reader(repository).raw("SELECT text FROM reflections")]
         assert tokens
         await chat.send("/delete")
         await chat.send("Yes, delete everything")
@@ -139,7 +137,7 @@ async def test_hide_lists_recent_messages_for_deletion(
     for message_id in (10, 11, 12):
         await engine.handle(Incoming(chat_id=chat.user_id, kind=InputKind.TEXT, text="hello",
                                      message_id=message_id))
-    await engine.remember_sent(chat.user_id, [13, 14])
+    engine.remember_sent(chat.user_id, [13, 14])
     reply = await engine.handle(Incoming(chat_id=chat.user_id, kind=InputKind.COMMAND,
                                          text="hide", message_id=15))
     assert reply.delete_message_ids == [10, 11, 12, 13, 14, 15]

@@ -171,7 +171,7 @@ class TelegramAdapter:
             await self.engine.set_blocked(chat_id, True)
         finally:
             if sent and reply.remember_sent:
-                await self.engine.remember_sent(chat_id, sent)
+                self.engine.remember_sent(chat_id, sent)
 
     async def _delete(self, bot: Bot, chat_id: int, message_ids: list[int]) -> None:
         """Delete what Telegram still lets a bot delete; ids it refuses are skipped."""

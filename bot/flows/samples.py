@@ -107,6 +107,23 @@ SYSTEM_SAMPLES: dict[str, list[dict[str, Any]]] = {
         for expected in ("text", "choice", "scale", "country", "language", "none")
     ],
     "system/busy.j2": [{}],
+    "system/crisis.j2": [
+        {"category": category, "resources": resources}
+        for category in ("self_harm", "harm_to_others", "abuse", "child_at_risk")
+        for resources in (
+            {"country_name": "United Kingdom", "emergency": "999", "fallback": False,
+             "lines": [{"name": "Samaritans", "contact": "116 123", "hours": "24/7",
+                        "for_this": True},
+                       {"name": "Other", "contact": "0800", "hours": "", "for_this": False}]},
+            {"country_name": "", "emergency": "your local emergency number", "fallback": True,
+             "lines": [{"name": "Find A Helpline", "contact": "findahelpline.com", "hours": "",
+                        "for_this": True}]},
+        )
+    ],
+    "system/crisis_safe_to_read.j2": [{}],
+    "system/crisis_later.j2": [{"resources": {"emergency": "999"}}],
+    "system/crisis_continue.j2": [{}],
+    "system/slow_down.j2": [{}],
     "system/export.j2": [{"reflections": 0}, {"reflections": 1}, {"reflections": 7}],
     "system/delete_confirm.j2": [{"reflections": 0}, {"reflections": 1}, {"reflections": 7}],
     "system/deleted.j2": [{}],

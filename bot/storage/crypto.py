@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import Dialect, Text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Dialect, Engine, Text
 from sqlalchemy.types import TypeDecorator
 
 KEY_FILE_NAME = "haven.key"
@@ -71,8 +70,8 @@ def cipher_from(keys: list[bytes]) -> MultiFernet:
     return MultiFernet([Fernet(key) for key in keys])
 
 
-def attach_cipher(engine: AsyncEngine, cipher: MultiFernet) -> None:
-    engine.sync_engine.dialect.haven_cipher = cipher  # type: ignore[attr-defined]
+def attach_cipher(engine: Engine, cipher: MultiFernet) -> None:
+    engine.dialect.haven_cipher = cipher  # type: ignore[attr-defined]
 
 
 def _cipher(dialect: Dialect) -> MultiFernet:

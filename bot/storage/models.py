@@ -90,7 +90,8 @@ class ChatMessage(Base):
     """The id of a message in the person's chat (never its text), so /hide can delete it."""
 
     __tablename__ = "chat_messages"
-    __table_args__ = (Index("ix_chat_messages_user_at", "user_id", "at"),)
+    __table_args__ = (Index("ix_chat_messages_user_at", "user_id", "at"),
+                      Index("ix_chat_messages_at", "at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
@@ -105,3 +106,15 @@ class HandledUpdate(Base):
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class CrisisEvent(Base):
+    """That crisis language was detected: only the kind and the time, never the words."""
+
+    __tablename__ = "crisis_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False,
+                                         index=True)
+    category: Mapped[str] = mapped_column(String(20), nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,32 +1,52 @@
-"""The only code that opens database sessions: one unit of work per incoming update."""
+"""The only code that opens database sessions: one unit of work per incoming update.
+
+A unit of work is plain synchronous code over a SQLAlchemy session. The repository
+runs it in one go: on SQLite, on Haven's one database thread; on PostgreSQL, through
+asyncpg with `AsyncSession.run_sync`. Either way a turn is one transaction.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select
+from cryptography.fernet import MultiFernet
+from sqlalchemy import Engine, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from bot.storage.database import sessionmaker
-from bot.storage.models import ChatMessage, FlowRun, HandledUpdate, Reflection, User, utcnow
+from bot.storage.database import is_sqlite, postgres_engine, sqlite_engine, upgrade_schema
+from bot.storage.models import (
+    ChatMessage,
+    CrisisEvent,
+    FlowRun,
+    HandledUpdate,
+    Reflection,
+    User,
+    utcnow,
+)
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 OPEN = "open"
 DONE = "done"
+HIDE_WINDOW = timedelta(hours=48)  # how long Telegram lets a bot delete a message
 
 
 class UnitOfWork:
     """Reads and writes for one turn; everything commits together or not at all."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
 
-    async def user_for_chat(self, chat_id: int, first_name: str, language: str) -> User:
+    def user_for_chat(self, chat_id: int, first_name: str, language: str) -> User:
         """The person behind `chat_id`, created on first contact (safely, if two arrive at once)."""
-        user = await self._user(chat_id)
+        user = self._user(chat_id)
         if user is not None:
             return user
         values = {"chat_id": chat_id, "first_name": first_name[:128], "language": language,
@@ -34,33 +54,33 @@ class UnitOfWork:
         dialect = self.session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         statement = insert(User).values(**values).on_conflict_do_nothing(index_elements=["chat_id"])
-        await self.session.execute(statement)
-        user = await self._user(chat_id)
+        self.session.execute(statement)
+        user = self._user(chat_id)
         assert user is not None
         return user
 
-    async def claim_update(self, update_id: int) -> bool:
+    def claim_update(self, update_id: int) -> bool:
         """True the first time `update_id` is seen; False for a repeated delivery."""
         dialect = self.session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        result = await self.session.execute(
+        result = self.session.execute(
             insert(HandledUpdate).values(update_id=update_id, at=utcnow())
             .on_conflict_do_nothing(index_elements=["update_id"])
         )
         if update_id % 500 == 0:  # now and then, forget ids too old to be delivered again
-            await self.session.execute(delete(HandledUpdate).where(
+            self.session.execute(delete(HandledUpdate).where(
                 HandledUpdate.at < utcnow() - timedelta(days=2)))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def find_user(self, chat_id: int) -> User | None:
-        return await self._user(chat_id)
+    def find_user(self, chat_id: int) -> User | None:
+        return self._user(chat_id)
 
-    async def _user(self, chat_id: int) -> User | None:
-        result = await self.session.execute(select(User).where(User.chat_id == chat_id))
+    def _user(self, chat_id: int) -> User | None:
+        result = self.session.execute(select(User).where(User.chat_id == chat_id))
         return result.scalar_one_or_none()
 
-    async def open_run(self, user: User, flow: str) -> FlowRun | None:
-        result = await self.session.execute(
+    def open_run(self, user: User, flow: str) -> FlowRun | None:
+        result = self.session.execute(
             select(FlowRun)
             .where(FlowRun.user_id == user.id, FlowRun.flow == flow, FlowRun.status == OPEN)
             .order_by(FlowRun.id.desc())
@@ -68,16 +88,16 @@ class UnitOfWork:
         )
         return result.scalar_one_or_none()
 
-    async def open_runs(self, user: User) -> list[FlowRun]:
-        result = await self.session.execute(
+    def open_runs(self, user: User) -> list[FlowRun]:
+        result = self.session.execute(
             select(FlowRun).where(FlowRun.user_id == user.id, FlowRun.status == OPEN)
         )
         return list(result.scalars())
 
-    async def start_run(self, user: User, flow: str, step: str) -> FlowRun:
+    def start_run(self, user: User, flow: str, step: str) -> FlowRun:
         run = FlowRun(user_id=user.id, flow=flow, step=step, answers={}, status=OPEN)
         self.session.add(run)
-        await self.session.flush()  # the run's id goes into its buttons
+        self.session.flush()  # the run's id goes into its buttons
         return run
 
     def finish_run(self, run: FlowRun) -> None:
@@ -89,114 +109,218 @@ class UnitOfWork:
         self.session.add(Reflection(user_id=user.id, flow=run.flow, step=run.step,
                                     question=question, text=text))
 
-    async def completed_counts(self, user: User) -> dict[str, int]:
-        result = await self.session.execute(
+    def completed_counts(self, user: User) -> dict[str, int]:
+        result = self.session.execute(
             select(FlowRun.flow, func.count())
             .where(FlowRun.user_id == user.id, FlowRun.status == DONE)
             .group_by(FlowRun.flow)
         )
         return {flow: count for flow, count in result.all()}
 
-    async def reflection_count(self, user: User) -> int:
-        result = await self.session.execute(
+    def reflection_count(self, user: User) -> int:
+        result = self.session.execute(
             select(func.count()).select_from(Reflection).where(Reflection.user_id == user.id)
         )
         return int(result.scalar_one())
 
-    async def reflections_page(self, user: User, offset: int, limit: int) -> list[Reflection]:
+    def reflections_page(self, user: User, offset: int, limit: int) -> list[Reflection]:
         """Reflections newest first, `limit` of them after skipping `offset`."""
-        result = await self.session.execute(
+        result = self.session.execute(
             select(Reflection).where(Reflection.user_id == user.id)
             .order_by(Reflection.created_at.desc(), Reflection.id.desc())
             .offset(offset).limit(limit)
         )
         return list(result.scalars())
 
-    async def reflections(self, user: User) -> list[Reflection]:
-        result = await self.session.execute(
+    def reflections(self, user: User) -> list[Reflection]:
+        result = self.session.execute(
             select(Reflection).where(Reflection.user_id == user.id).order_by(Reflection.id)
         )
         return list(result.scalars())
 
-
-    async def all_runs(self, user: User) -> list[FlowRun]:
-        result = await self.session.execute(
+    def all_runs(self, user: User) -> list[FlowRun]:
+        result = self.session.execute(
             select(FlowRun).where(FlowRun.user_id == user.id).order_by(FlowRun.id)
+        )
+        return list(result.scalars())
+
+    def record_crisis(self, user: User, category: str) -> None:
+        self.session.add(CrisisEvent(user_id=user.id, category=category))
+
+    def crisis_events(self, user: User) -> list[CrisisEvent]:
+        result = self.session.execute(
+            select(CrisisEvent).where(CrisisEvent.user_id == user.id).order_by(CrisisEvent.id)
         )
         return list(result.scalars())
 
     def remember_message(self, user: User, message_id: int) -> None:
         self.session.add(ChatMessage(user_id=user.id, message_id=message_id))
 
-    async def recent_message_ids(self, user: User, within: timedelta) -> list[int]:
+    def recent_message_ids(self, user: User, within: timedelta) -> list[int]:
         """Ids of messages in the chat from the last `within` (what Telegram still deletes)."""
-        result = await self.session.execute(
+        result = self.session.execute(
             select(ChatMessage.message_id)
             .where(ChatMessage.user_id == user.id, ChatMessage.at >= utcnow() - within)
             .order_by(ChatMessage.message_id)
         )
         return list(result.scalars())
 
-    async def forget_messages(self, user: User) -> None:
-        await self.session.execute(delete(ChatMessage).where(ChatMessage.user_id == user.id))
+    def remember_sent(self, sent: dict[int, list[int]]) -> None:
+        """Record the ids of messages sent to each chat; forget those too old to delete."""
+        users = dict(self.session.execute(
+            select(User.chat_id, User.id).where(User.chat_id.in_(list(sent)))).all())
+        for chat_id, message_ids in sent.items():
+            if chat_id in users:
+                self.session.add_all([ChatMessage(user_id=users[chat_id], message_id=message_id)
+                                      for message_id in message_ids])
+        self.session.execute(delete(ChatMessage).where(ChatMessage.at < utcnow() - HIDE_WINDOW))
 
-    async def erase(self, user: User) -> None:
+    def forget_messages(self, user: User) -> None:
+        self.session.execute(delete(ChatMessage).where(ChatMessage.user_id == user.id))
+
+    def erase(self, user: User) -> None:
         """Remove the person and everything of theirs (every table cascades from users)."""
-        for table in (ChatMessage, Reflection, FlowRun):
-            await self.session.execute(delete(table).where(table.user_id == user.id))
-        await self.session.execute(delete(User).where(User.id == user.id))
+        for table in (ChatMessage, CrisisEvent, Reflection, FlowRun):
+            self.session.execute(delete(table).where(table.user_id == user.id))
+        self.session.execute(delete(User).where(User.id == user.id))
         self.session.expunge_all()  # nothing of theirs may be written back
 
 
 class Repository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self._sessions = sessionmaker(engine)
+    """Runs units of work; subclasses decide where (a thread for SQLite, asyncpg otherwise)."""
 
-    @asynccontextmanager
-    async def unit(self) -> AsyncIterator[UnitOfWork]:
-        async with self._sessions() as session, session.begin():
-            yield UnitOfWork(session)
+    dialect = ""
 
-    async def remember_sent(self, chat_id: int, message_ids: list[int]) -> None:
-        """Keep the ids of messages just sent (never their text), for /hide."""
-        if not message_ids:
-            return
-        async with self.unit() as unit:
-            user = await unit.find_user(chat_id)
-            if user is None:
-                return
-            for message_id in message_ids:
-                unit.remember_message(user, message_id)
-            # Telegram lets a bot delete messages for 48 hours; older ids are of no use.
-            await unit.session.execute(delete(ChatMessage).where(
-                ChatMessage.user_id == user.id, ChatMessage.at < utcnow() - timedelta(hours=48)
-            ))
+    def __init__(self) -> None:
+        self._sent: dict[int, list[int]] = {}
+        self._flush_task: asyncio.Task[None] | None = None
 
-    async def set_blocked(self, chat_id: int, blocked: bool) -> None:
-        async with self.unit() as unit:
-            user = await unit.find_user(chat_id)
-            if user is not None:
-                user.blocked_at = utcnow() if blocked else None
+    async def run(self, work: Callable[[UnitOfWork], T]) -> T:
+        """Run `work` in one transaction; it commits if `work` returns, rolls back if it raises."""
+        raise NotImplementedError
 
-    async def after_erase(self) -> None:
-        """Make sure erased rows leave no bytes behind (SQLite: fold the WAL into the file)."""
-        if self.engine.dialect.name != "sqlite":
-            return
-        async with self.engine.connect() as connection:
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    async def migrate(self) -> None:
+        raise NotImplementedError
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.flush_sent()
 
     async def ping(self) -> bool:
         try:
-            async with self.unit() as unit:
-                await unit.session.execute(select(1))
+            await self.run(lambda unit: unit.session.execute(select(1)).scalar_one())
         except Exception:  # noqa: BLE001 - any failure means "not ready"
             return False
         return True
+
+    def remember_sent(self, chat_id: int, message_ids: list[int]) -> None:
+        """Note the ids of messages just sent (never their text), for /hide.
+
+        They are written in batches a moment later, not in a transaction per message.
+        """
+        if not message_ids:
+            return
+        self._sent.setdefault(chat_id, []).extend(message_ids)
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(0.5)
+        try:
+            await self.flush_sent()
+        except Exception:
+            log.exception("could not record sent message ids")
+
+    async def flush_sent(self) -> None:
+        pending, self._sent = self._sent, {}
+        if pending:
+            await self.run(lambda unit: unit.remember_sent(pending))
+
+    async def set_blocked(self, chat_id: int, blocked: bool) -> None:
+        def mark(unit: UnitOfWork) -> None:
+            user = unit.find_user(chat_id)
+            if user is not None:
+                user.blocked_at = utcnow() if blocked else None
+
+        await self.run(mark)
+
+    async def after_erase(self) -> None:
+        """Make sure erased rows leave no bytes behind."""
+
+
+class SqliteRepository(Repository):
+    """SQLite: every unit of work runs on one dedicated thread, so a turn is one thread hop."""
+
+    dialect = "sqlite"
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haven-sqlite")
+
+    async def run(self, work: Callable[[UnitOfWork], T]) -> T:
+        def in_thread() -> T:
+            with self._sessions.begin() as session:
+                return work(UnitOfWork(session))
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, in_thread)
+
+    async def migrate(self) -> None:
+        def upgrade() -> None:
+            with self.engine.begin() as connection:
+                upgrade_schema(connection)
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, upgrade)
+
+    async def after_erase(self) -> None:
+        """Fold the write-ahead log into the (securely deleted) file and empty it."""
+
+        def checkpoint() -> None:
+            with self.engine.connect() as connection:
+                autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+                autocommit.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, checkpoint)
+
+    async def close(self) -> None:
+        await super().close()
+        await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
+        self._thread.shutdown(wait=True)
+
+
+class PostgresRepository(Repository):
+    dialect = "postgresql"
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__()
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def run(self, work: Callable[[UnitOfWork], T]) -> T:
+        async with self._sessions() as session, session.begin():
+            return await session.run_sync(lambda sync_session: work(UnitOfWork(sync_session)))
+
+    async def migrate(self) -> None:
+        async with self.engine.begin() as connection:
+            await connection.run_sync(upgrade_schema)
+
+    async def close(self) -> None:
+        await super().close()
+        await self.engine.dispose()
+
+
+def open_repository(url: str, cipher: MultiFernet) -> Repository:
+    """The repository for a database URL (SQLite file, or PostgreSQL via asyncpg)."""
+    if is_sqlite(url):
+        return SqliteRepository(sqlite_engine(url, cipher))
+    if url.startswith(("postgres://", "postgresql://")):
+        url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return PostgresRepository(postgres_engine(url, cipher))
+
+
+def raw_rows(unit: UnitOfWork, sql: str) -> list[Any]:
+    """Rows of a raw query, for checks that must look past encryption."""
+    return list(unit.session.execute(text(sql)).all())
 
 
 def answers_copy(answers: dict[str, Any]) -> dict[str, Any]:

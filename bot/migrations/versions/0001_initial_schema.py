@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 01:02:13.415138
+Create Date: 2026-11-24 01:08:49.615325
 """
 
 from __future__ import annotations
@@ -54,7 +54,19 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('chat_messages', schema=None) as batch_op:
+        batch_op.create_index('ix_chat_messages_at', ['at'], unique=False)
         batch_op.create_index('ix_chat_messages_user_at', ['user_id', 'at'], unique=False)
+
+    op.create_table('crisis_events',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=20), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('crisis_events', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_crisis_events_user_id'), ['user_id'], unique=False)
 
     op.create_table('flow_runs',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -100,8 +112,13 @@ def downgrade() -> None:
         batch_op.drop_index('ix_flow_runs_user_flow_status')
 
     op.drop_table('flow_runs')
+    with op.batch_alter_table('crisis_events', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_crisis_events_user_id'))
+
+    op.drop_table('crisis_events')
     with op.batch_alter_table('chat_messages', schema=None) as batch_op:
         batch_op.drop_index('ix_chat_messages_user_at')
+        batch_op.drop_index('ix_chat_messages_at')
 
     op.drop_table('chat_messages')
     op.drop_table('users')
