@@ -108,7 +108,7 @@ class Engine:
 
     def remember_sent(self, chat_id: int, message_ids: list[int]) -> None:
         """Record the ids of messages just sent to a chat, so /hide can remove them later."""
-        self.repository.remember_sent(chat_id, message_ids)
+        self.repository.remember_messages(chat_id, message_ids)
 
     async def set_blocked(self, chat_id: int, blocked: bool) -> None:
         """Telegram said the person blocked (or unblocked) Haven."""
@@ -135,12 +135,17 @@ class Engine:
             self._locks[incoming.chat_id] = lock
         async with lock:
             try:
-                if incoming.kind is InputKind.COMMAND and incoming.text == "hide":
-                    await self.repository.flush_sent()  # so the newest messages go too
+                hiding = incoming.kind is InputKind.COMMAND and incoming.text == "hide"
+                if hiding and incoming.message_id is not None:
+                    # /hide takes its own message too, and everything noted so far.
+                    self.repository.remember_messages(incoming.chat_id, [incoming.message_id])
+                    await self.repository.flush_messages()
                 turn = await self.repository.run(
                     lambda unit: _Turn(self, unit, incoming, crisis).run())
                 if turn.erased:
                     await self.repository.after_erase()
+                elif incoming.message_id is not None and not (turn.duplicate or hiding):
+                    self.repository.remember_messages(incoming.chat_id, [incoming.message_id])
                 return turn.reply
             except Exception:
                 # Never log the input itself: it may be someone's most private words.
@@ -211,6 +216,7 @@ class _Turn:
         self.user: User
         self.locale = "en"
         self.erased = False
+        self.duplicate = False
 
     # ---- entry -----------------------------------------------------------------
 
@@ -221,17 +227,18 @@ class _Turn:
 
     def _run(self) -> None:
         incoming = self.incoming
-        if incoming.update_id is not None and not self.unit.claim_update(incoming.update_id):
-            log.info("an update delivered twice was handled once")
-            return
         translations = self.engine.renderer.translations
         self.user = self.unit.user_for_chat(
             incoming.chat_id, incoming.first_name, translations.pick(incoming.language_code)
         )
+        if incoming.update_id is not None and not self.unit.claim_update(self.user,
+                                                                         incoming.update_id):
+            log.info("an update delivered twice was handled once")
+            self.duplicate = True
+            return
         self.locale = self.user.language
-        self.user.blocked_at = None  # they are writing to Haven, so it may write back
-        if incoming.message_id is not None:
-            self.unit.remember_message(self.user, incoming.message_id)
+        if self.user.blocked_at is not None:
+            self.user.blocked_at = None  # they are writing to Haven, so it may write back
         if self.crisis is not None:
             self._crisis(self.crisis.category)
             return

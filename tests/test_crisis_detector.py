@@ -13,12 +13,17 @@ import yaml
 from bot.crisis import Category, CrisisDetector, CrisisMatch, default_detector
 
 CORPUS_PATH = Path(__file__).resolve().parent / "data" / "crisis_corpus.yaml"
+BLIND_PATH = Path(__file__).resolve().parent / "data" / "crisis_blind.yaml"
 MAX_FALSE_POSITIVE_RATE = 0.05
 
 
-def _corpus() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(CORPUS_PATH.read_text(encoding="utf-8"))
+def _load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
     return data
+
+
+def _corpus() -> dict[str, Any]:
+    return _load(CORPUS_PATH)
 
 
 def _positives(section: dict[str, Any]) -> list[tuple[str, Category]]:
@@ -35,6 +40,21 @@ def _positives(section: dict[str, Any]) -> list[tuple[str, Category]]:
 CORPUS = _corpus()
 POSITIVES = _positives(CORPUS)
 NEGATIVES: list[str] = CORPUS["negative"]
+BLIND = _load(BLIND_PATH)
+BLIND_POSITIVES = {half: _positives(BLIND[half]) for half in ("train", "test")}
+# Every labelled positive that must be caught: corpus, its former held-out set, both blind halves.
+ALL_POSITIVES = (
+    POSITIVES
+    + _positives(CORPUS.get("held_out") or {})
+    + BLIND_POSITIVES["train"]
+    + BLIND_POSITIVES["test"]
+)
+ALL_NEGATIVES: list[str] = (
+    NEGATIVES
+    + list((CORPUS.get("held_out") or {}).get("negative", []))
+    + BLIND["train"]["negative"]
+    + BLIND["test"]["negative"]
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +92,45 @@ def test_every_positive_is_caught_with_the_right_category(detector: CrisisDetect
     )
 
 
+def test_blind_set_has_the_required_size() -> None:
+    for half in ("train", "test"):
+        counts = {c: sum(1 for _, cat in BLIND_POSITIVES[half] if cat is c) for c in Category}
+        assert counts[Category.SELF_HARM] >= 20
+        assert counts[Category.HARM_TO_OTHERS] >= 10
+        assert counts[Category.ABUSE] >= 17
+        assert counts[Category.CHILD_AT_RISK] >= 10
+        assert len(BLIND[half]["negative"]) >= 22
+
+
+@pytest.mark.parametrize("half", ["train", "test"])
+def test_every_blind_positive_is_caught_with_the_right_category(
+    detector: CrisisDetector, half: str
+) -> None:
+    positives = BLIND_POSITIVES[half]
+    misses = []
+    for message, expected in positives:
+        got = _category(detector, message)
+        if got is not expected:
+            misses.append(f"  [{expected.value}] got {got and got.value}: {message!r}")
+    assert not misses, f"{len(misses)} of {len(positives)} blind {half} positives missed:\n" + (
+        "\n".join(misses)
+    )
+
+
+def test_every_held_out_positive_is_caught_with_the_right_category(
+    detector: CrisisDetector,
+) -> None:
+    positives = _positives(CORPUS.get("held_out") or {})
+    misses = [f"  [{c.value}]: {m!r}" for m, c in positives if _category(detector, m) is not c]
+    assert not misses, "\n".join(misses)
+
+
 def test_false_positive_rate_on_negatives(detector: CrisisDetector) -> None:
-    hits = [(m, detector.detect(m)) for m in NEGATIVES]
+    """Over every negative: corpus, former held-out, both blind halves."""
+    hits = [(m, detector.detect(m)) for m in ALL_NEGATIVES]
     false_alarms = [f"  {match.rule}: {m!r}" for m, match in hits if match]
-    rate = len(false_alarms) / len(NEGATIVES)
-    print(f"\nfalse-positive rate: {len(false_alarms)}/{len(NEGATIVES)} = {rate:.1%}")
+    rate = len(false_alarms) / len(ALL_NEGATIVES)
+    print(f"\nfalse-positive rate: {len(false_alarms)}/{len(ALL_NEGATIVES)} = {rate:.1%}")
     print("\n".join(false_alarms))
     assert rate <= MAX_FALSE_POSITIVE_RATE, "\n".join(false_alarms)
 
@@ -224,11 +278,12 @@ def test_ten_thousand_characters_are_fast_and_still_checked(detector: CrisisDete
 
 
 def test_typical_message_is_well_under_a_millisecond(detector: CrisisDetector) -> None:
-    messages = [m for m, _ in POSITIVES] + NEGATIVES
+    messages = [m for m, _ in ALL_POSITIVES] + ALL_NEGATIVES
     start = time.perf_counter()
     for message in messages:
         detector.detect(message)
     mean = (time.perf_counter() - start) / len(messages)
+    print(f"\nmean detect time: {mean * 1e6:.0f}us per message over {len(messages)} messages")
     assert mean < 0.001, f"{mean * 1e6:.0f}us per message"
 
 
@@ -244,7 +299,7 @@ def test_match_never_carries_the_input_text(detector: CrisisDetector) -> None:
 
 
 def test_every_rule_id_is_data_not_text(detector: CrisisDetector) -> None:
-    for message, _ in POSITIVES:
+    for message, _ in ALL_POSITIVES:
         match = detector.detect(message)
         assert match is not None
         parts = match.rule.replace("+", ".").split(".")

@@ -85,3 +85,19 @@ def test_crisis_lines_never_default_to_another_country() -> None:
     assert "911" not in unknown.emergency
     assert any("findahelpline.com" in line["contact"] for line in unknown.lines)
     assert lines_for(None).fallback
+
+
+def test_a_reply_goes_out_as_few_telegram_messages_as_fit() -> None:
+    from bot.adapters.telegram import coalesce
+    from bot.messages import Button, Document, Message
+
+    keys = ((Button("Go", "f:x"),),)
+    replies = coalesce([Message("one"), Message("two"), Message("three", keys),
+                        Message("four"), Message("five")])
+    assert [(m.text, bool(m.buttons)) for m in replies] == [
+        ("one\n\ntwo\n\nthree", True), ("four\n\nfive", False)]
+    long = "x" * 3000
+    assert [m.text for m in coalesce([Message(long), Message(long)])] == [long, long]
+    document = Document("a.json", b"{}", "application/json")
+    with_file = coalesce([Message("before"), Message("here", documents=(document,))])
+    assert [(m.text, m.documents) for m in with_file] == [("before", ()), ("here", (document,))]

@@ -8,6 +8,7 @@ of order.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -18,8 +19,6 @@ from telegram import (
     Bot,
     BotCommand,
     CallbackQuery,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     InputFile,
     Update,
 )
@@ -32,12 +31,13 @@ from telegram.ext import (
     ApplicationBuilder,
     BaseUpdateProcessor,
     ContextTypes,
+    ExtBot,
     TypeHandler,
 )
-from telegram.request import BaseRequest
+from telegram.request import BaseRequest, HTTPXRequest
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from bot.adapters.splitting import split_html
+from bot.adapters.splitting import TELEGRAM_LIMIT, split_html, visible_length
 from bot.engine import Engine
 from bot.messages import Incoming, InputKind, Message, Reply, text
 from bot.settings import Settings
@@ -56,9 +56,16 @@ async def with_retries(call: Callable[[], Awaitable[T]]) -> T:
 
     429s are retried by the rate limiter (honouring retry_after); a timed-out send may
     have arrived, so a retry can at worst repeat one message, never lose one silently.
+    The first try is made directly: setting up the retry loop costs more than a send.
     """
+    try:
+        return await call()
+    except NetworkError as error:
+        if not _is_transient(error):
+            raise
+        log.info("a Bot API call failed (%s); trying again", type(error).__name__)
     retrying = AsyncRetrying(
-        retry=retry_if_exception(_is_transient), stop=stop_after_attempt(4),
+        retry=retry_if_exception(_is_transient), stop=stop_after_attempt(3),
         wait=wait_exponential_jitter(initial=0.5, max=8), reraise=True,
     )
     async for attempt in retrying:
@@ -97,6 +104,19 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
 
     async def shutdown(self) -> None:
         return None
+
+
+class HavenBot(ExtBot[Any]):
+    """The bot, plus a way to send a message without parsing Telegram's answer into a
+    `telegram.Message` (most of the cost of a send, and only the id is ever needed)."""
+
+    async def send_html(self, chat_id: int, text: str, reply_markup: str | None = None) -> int:
+        """Send Telegram HTML; `reply_markup` is already JSON. Returns the message id."""
+        result = await self._post("sendMessage", {
+            "chat_id": chat_id, "text": text, "parse_mode": ParseMode.HTML,
+            "reply_markup": reply_markup,
+        })
+        return int(result["message_id"])
 
 
 class TelegramAdapter:
@@ -150,10 +170,11 @@ class TelegramAdapter:
 
     async def _send(self, context: ContextTypes.DEFAULT_TYPE, chat_id: int, reply: Reply) -> None:
         bot = context.bot
+        assert isinstance(bot, HavenBot)
         sent: list[int] = []
         try:
             await self._delete(bot, chat_id, reply.delete_message_ids)
-            for message in reply.messages:
+            for message in coalesce(reply.messages):
                 for document in message.documents:
                     await bot.send_chat_action(chat_id, ChatAction.UPLOAD_DOCUMENT)
                     upload = InputFile(document.content, filename=document.file_name)
@@ -162,10 +183,7 @@ class TelegramAdapter:
                 parts = split_html(message.text)
                 for index, part in enumerate(parts):
                     markup = _keyboard(message) if index == len(parts) - 1 else None
-                    result = await with_retries(partial(
-                        bot.send_message, chat_id, part, parse_mode=ParseMode.HTML,
-                        reply_markup=markup))
-                    sent.append(result.message_id)
+                    sent.append(await with_retries(partial(bot.send_html, chat_id, part, markup)))
         except Forbidden:
             log.info("the person has blocked Haven; nothing more is sent")
             await self.engine.set_blocked(chat_id, True)
@@ -205,13 +223,41 @@ def incoming_from(message: TelegramMessage, update_id: int | None = None) -> Inc
     return Incoming(chat_id=message.chat.id, kind=InputKind.OTHER, media=media, **extra)
 
 
-def _keyboard(message: Message) -> InlineKeyboardMarkup | None:
+def coalesce(messages: list[Message]) -> list[Message]:
+    """Join a reply's messages into as few chat messages as fit.
+
+    Templates split a reply into short messages, one idea each; on Telegram they go out
+    as paragraphs of one message where possible, since Telegram allows a bot about one
+    message a second per chat and each message is a notification. A message with
+    buttons or files ends a group, so buttons stay under the words they belong to.
+    """
+    joined: list[Message] = []
+    pending: list[str] = []
+    for message in messages:
+        text = "\n\n".join([*pending, message.text])
+        if message.documents or visible_length(text) > TELEGRAM_LIMIT:
+            if pending:
+                joined.append(Message("\n\n".join(pending)))
+            pending = []
+            text = message.text
+        if message.buttons or message.documents:
+            joined.append(Message(text, message.buttons, message.documents))
+            pending = []
+        else:
+            pending = [text]
+    if pending:
+        joined.append(Message("\n\n".join(pending)))
+    return joined
+
+
+def _keyboard(message: Message) -> str | None:
+    """The inline keyboard as the Bot API's JSON (cheaper than building PTB objects)."""
     if not message.buttons:
         return None
-    return InlineKeyboardMarkup([
-        [InlineKeyboardButton(button.label, callback_data=button.data) for button in row]
+    return json.dumps({"inline_keyboard": [
+        [{"text": button.label, "callback_data": button.data} for button in row]
         for row in message.buttons
-    ])
+    ]}, ensure_ascii=False, separators=(",", ":"))
 
 
 def build_application(
@@ -229,21 +275,21 @@ def build_application(
     async def post_shutdown(_application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         await engine.repository.close()
 
+    bot = HavenBot(
+        settings.telegram_bot_token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot",
+        request=request or HTTPXRequest(connection_pool_size=256),
+        get_updates_request=request or HTTPXRequest(),
+        rate_limiter=AIORateLimiter(max_retries=3) if rate_limited else None,
+    )
     builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
         ApplicationBuilder()
-        .token(settings.telegram_bot_token)
-        .base_url(f"{base}/bot")
-        .base_file_url(f"{base}/file/bot")
+        .bot(bot)
         .concurrent_updates(PerChatUpdateProcessor())
         .post_init(post_init)
         .post_shutdown(post_shutdown)
     )
-    if request is not None:
-        builder = builder.request(request).get_updates_request(request)
     if not polling:
         builder = builder.updater(None)
-    if rate_limited:
-        builder = builder.rate_limiter(AIORateLimiter(max_retries=3))
     application = builder.build()
     adapter.install(application)
     return application

@@ -250,6 +250,7 @@ class CrisisDetector:
         rules = RuleSet(data)
         self._normalise = Normaliser(data["normalise"])
         self._reassurance = rules.compile_any(data["reassurance"])
+        self._idioms = rules.compile_any(data.get("idioms") or ["(?!)"])
         self._markers = {k: rules.compile_any(v) for k, v in data["markers"].items()}
         self._escalations = [
             (Category(e["from"]), Category(e["to"]), e["when"]) for e in data["escalate"]
@@ -260,7 +261,7 @@ class CrisisDetector:
         }
 
     def normalise(self, text: str) -> str:
-        """The canonical text the rules see (reassurance not yet removed)."""
+        """The canonical text the rules see (reassurance and idioms not yet removed)."""
         return self._normalise(text)
 
     def detect(self, text: str) -> CrisisMatch | None:
@@ -268,6 +269,7 @@ class CrisisDetector:
         if not text or text.isspace():
             return None
         canonical = self._reassurance.sub(".", self._normalise(text))
+        canonical = self._idioms.sub(".", canonical)
         found = {category: self._search(category, canonical) for category in Category}
         for source, target, marker in self._escalations:
             rule = found[source]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bot.storage.crypto import EncryptedJSON, EncryptedText
@@ -38,6 +38,8 @@ class User(Base):
     # The flow the person is in now, and one they asked to switch to (awaiting a yes/no).
     active_flow: Mapped[str | None] = mapped_column(String(32))
     pending_flow: Mapped[str | None] = mapped_column(String(32))
+    # Telegram's ids of this person's last few updates, to recognise a second delivery.
+    recent_updates: Mapped[list[int]] = mapped_column(JSON, default=list, nullable=False)
     # Set when Telegram says the person blocked Haven: nothing is sent until they return.
     blocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When /delete asked "are you sure?": a yes counts only for a few minutes after.
@@ -97,15 +99,6 @@ class ChatMessage(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     message_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class HandledUpdate(Base):
-    """Telegram update ids already handled, so a second delivery of one has no effect."""
-
-    __tablename__ = "handled_updates"
-
-    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class CrisisEvent(Base):

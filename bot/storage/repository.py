@@ -15,27 +15,48 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from cryptography.fernet import MultiFernet
-from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy import Engine, and_, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from bot.storage.database import is_sqlite, postgres_engine, sqlite_engine, upgrade_schema
 from bot.storage.models import (
     ChatMessage,
     CrisisEvent,
     FlowRun,
-    HandledUpdate,
     Reflection,
     User,
     utcnow,
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 OPEN = "open"
 DONE = "done"
+T = TypeVar("T")
 HIDE_WINDOW = timedelta(hours=48)  # how long Telegram lets a bot delete a message
+RECENT_UPDATES = 32
+
+
+# The statements of every turn, built once (building one costs more than running it).
+_USER = select(User).where(User.chat_id == bindparam("chat_id"))
+_ACTIVE_RUN = aliased(FlowRun)
+_USER_WITH_ACTIVE_RUN = (
+    select(User, _ACTIVE_RUN)
+    .outerjoin(_ACTIVE_RUN, and_(_ACTIVE_RUN.user_id == User.id,
+                                 _ACTIVE_RUN.flow == User.active_flow,
+                                 _ACTIVE_RUN.status == OPEN))
+    .where(User.chat_id == bindparam("chat_id"))
+    .order_by(_ACTIVE_RUN.id.desc())
+    .limit(1)
+)
+_OPEN_RUN = (
+    select(FlowRun)
+    .where(FlowRun.user_id == bindparam("user_id"), FlowRun.flow == bindparam("flow"),
+           FlowRun.status == OPEN)
+    .order_by(FlowRun.id.desc())
+    .limit(1)
+)
 
 
 class UnitOfWork:
@@ -43,50 +64,55 @@ class UnitOfWork:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        # Open runs already looked up in this transaction, by (user id, flow).
+        self._open_runs: dict[tuple[int, str], FlowRun | None] = {}
 
     def user_for_chat(self, chat_id: int, first_name: str, language: str) -> User:
-        """The person behind `chat_id`, created on first contact (safely, if two arrive at once)."""
-        user = self._user(chat_id)
-        if user is not None:
-            return user
+        """The person behind `chat_id`, created on first contact (safely, if two arrive at once).
+
+        The run of the flow they are in comes back in the same query, since nearly every
+        turn needs it.
+        """
+        row = self.session.execute(_USER_WITH_ACTIVE_RUN, {"chat_id": chat_id}).first()
+        if row is not None:
+            found: User = row[0]
+            if found.active_flow:
+                self._open_runs[(found.id, found.active_flow)] = row[1]
+            return found
         values = {"chat_id": chat_id, "first_name": first_name[:128], "language": language,
                   "onboarded": False, "created_at": utcnow(), "updated_at": utcnow()}
         dialect = self.session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         statement = insert(User).values(**values).on_conflict_do_nothing(index_elements=["chat_id"])
         self.session.execute(statement)
-        user = self._user(chat_id)
-        assert user is not None
-        return user
+        created = self._user(chat_id)
+        assert created is not None
+        return created
 
-    def claim_update(self, update_id: int) -> bool:
-        """True the first time `update_id` is seen; False for a repeated delivery."""
-        dialect = self.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        result = self.session.execute(
-            insert(HandledUpdate).values(update_id=update_id, at=utcnow())
-            .on_conflict_do_nothing(index_elements=["update_id"])
-        )
-        if update_id % 500 == 0:  # now and then, forget ids too old to be delivered again
-            self.session.execute(delete(HandledUpdate).where(
-                HandledUpdate.at < utcnow() - timedelta(days=2)))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+    def claim_update(self, user: User, update_id: int) -> bool:
+        """True the first time `update_id` is seen for this person; False for a repeat.
+
+        Telegram redelivers an update within minutes if it was not acknowledged, so
+        the person's last few update ids are enough to recognise a second delivery.
+        """
+        recent = list(user.recent_updates or [])
+        if update_id in recent:
+            return False
+        user.recent_updates = [*recent[-(RECENT_UPDATES - 1):], update_id]
+        return True
 
     def find_user(self, chat_id: int) -> User | None:
         return self._user(chat_id)
 
     def _user(self, chat_id: int) -> User | None:
-        result = self.session.execute(select(User).where(User.chat_id == chat_id))
-        return result.scalar_one_or_none()
+        return self.session.execute(_USER, {"chat_id": chat_id}).scalar_one_or_none()
 
     def open_run(self, user: User, flow: str) -> FlowRun | None:
-        result = self.session.execute(
-            select(FlowRun)
-            .where(FlowRun.user_id == user.id, FlowRun.flow == flow, FlowRun.status == OPEN)
-            .order_by(FlowRun.id.desc())
-            .limit(1)
-        )
-        return result.scalar_one_or_none()
+        key = (user.id, flow)
+        if key not in self._open_runs:
+            self._open_runs[key] = self.session.execute(
+                _OPEN_RUN, {"user_id": user.id, "flow": flow}).scalar_one_or_none()
+        return self._open_runs[key]
 
     def open_runs(self, user: User) -> list[FlowRun]:
         result = self.session.execute(
@@ -98,9 +124,11 @@ class UnitOfWork:
         run = FlowRun(user_id=user.id, flow=flow, step=step, answers={}, status=OPEN)
         self.session.add(run)
         self.session.flush()  # the run's id goes into its buttons
+        self._open_runs[(user.id, flow)] = run
         return run
 
     def finish_run(self, run: FlowRun) -> None:
+        self._open_runs[(run.user_id, run.flow)] = None
         run.status = DONE
         run.completed_at = utcnow()
         run.answers = {}  # what was worth keeping is in reflections; the rest ends with the flow
@@ -153,9 +181,6 @@ class UnitOfWork:
         )
         return list(result.scalars())
 
-    def remember_message(self, user: User, message_id: int) -> None:
-        self.session.add(ChatMessage(user_id=user.id, message_id=message_id))
-
     def recent_message_ids(self, user: User, within: timedelta) -> list[int]:
         """Ids of messages in the chat from the last `within` (what Telegram still deletes)."""
         result = self.session.execute(
@@ -165,8 +190,8 @@ class UnitOfWork:
         )
         return list(result.scalars())
 
-    def remember_sent(self, sent: dict[int, list[int]]) -> None:
-        """Record the ids of messages sent to each chat; forget those too old to delete."""
+    def remember_messages(self, sent: dict[int, list[int]]) -> None:
+        """Record the ids of messages in each chat; forget those too old to delete."""
         users = dict(self.session.execute(
             select(User.chat_id, User.id).where(User.chat_id.in_(list(sent)))).all())
         for chat_id, message_ids in sent.items():
@@ -203,7 +228,7 @@ class Repository:
         raise NotImplementedError
 
     async def close(self) -> None:
-        await self.flush_sent()
+        await self.flush_messages()
 
     async def ping(self) -> bool:
         try:
@@ -212,10 +237,11 @@ class Repository:
             return False
         return True
 
-    def remember_sent(self, chat_id: int, message_ids: list[int]) -> None:
-        """Note the ids of messages just sent (never their text), for /hide.
+    def remember_messages(self, chat_id: int, message_ids: list[int]) -> None:
+        """Note the ids of messages in a chat (never their text), for /hide.
 
-        They are written in batches a moment later, not in a transaction per message.
+        They are written in batches a moment later, not in a transaction per message:
+        a crash can lose the last half second of ids, never anything a person wrote.
         """
         if not message_ids:
             return
@@ -226,14 +252,14 @@ class Repository:
     async def _flush_soon(self) -> None:
         await asyncio.sleep(0.5)
         try:
-            await self.flush_sent()
+            await self.flush_messages()
         except Exception:
-            log.exception("could not record sent message ids")
+            log.exception("could not record message ids")
 
-    async def flush_sent(self) -> None:
+    async def flush_messages(self) -> None:
         pending, self._sent = self._sent, {}
         if pending:
-            await self.run(lambda unit: unit.remember_sent(pending))
+            await self.run(lambda unit: unit.remember_messages(pending))
 
     async def set_blocked(self, chat_id: int, blocked: bool) -> None:
         def mark(unit: UnitOfWork) -> None:

@@ -1,0 +1,570 @@
+"""Turns per second: the real python-telegram-bot Application, offline, with and without Haven.
+
+Run: .venv/bin/python bench/turns.py [--updates N] [--rate R] [--postgres URL] [--json PATH]
+
+Synthetic people walk Haven's real flows by typing (/start, onboarding, /aware and its five
+questions, /progress, /menu, /aware again...). Each update is a real telegram.Update put on
+the started Application's update_queue, exactly where the Updater puts what getUpdates
+returns; the Application's own update fetcher hands it to the update processor. Every Bot
+API call is answered in memory by bench/offline_api.py. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import itertools
+import json
+import logging
+import os
+import platform
+import pstats
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from memory_store import MemoryRepository
+from offline_api import BOT_TOKEN, OfflineBotAPI
+from telegram import Update
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot.adapters.telegram import PerChatUpdateProcessor, build_application
+from bot.app import load_content, open_settings_repository
+from bot.engine import Engine, EngineConfig
+from bot.flood import FloodGuard
+from bot.settings import load_settings
+
+App = Application[Any, Any, Any, Any, Any, Any]
+USERS = 200  # people in each measured phase (--users)
+WARMUP_USERS = 40
+MARKER_GROUP = 1_000_000  # runs after every real handler of the update, in the same task
+TARGET_RATIO = 0.7
+TARGET_SQLITE_RATE = 400.0
+TARGET_SQLITE_P99_MS = 10.0
+
+ONBOARDING = ["/start", "Sounds good", "Yes, keep them", "Partner", "Skip"]
+ANSWERS = [
+    [  # triggers
+        "When my partner goes quiet in the middle of an argument, my chest tightens and I start "
+        "talking faster to fill the silence.",
+        "When plans change at the last minute I feel a jolt of panic, and I get short with "
+        "whoever is nearest.",
+    ],
+    [  # past
+        "Growing up, silence at home usually meant someone was angry, so I learned to smooth "
+        "things over before anyone said a word.",
+        "My dad's moods decided how evenings went, and I still scan people's faces for trouble.",
+    ],
+    [  # boundaries
+        "I need a few minutes alone after work before I can really listen to anyone.",
+        "I need to be asked before my plans are made for me, even small ones like dinner.",
+    ],
+    [  # stress
+        "I go quiet and busy myself with chores, and I tell everyone I'm fine when I'm not.",
+        "I over-explain and keep talking, trying to fix it right away instead of pausing.",
+    ],
+    [  # impact
+        "My partner says that when I shut down she feels locked out and alone with the problem.",
+        "People close to me feel rushed, as if their feelings have to be sorted out on my clock.",
+    ],
+]
+
+
+def script(length: int, rng: random.Random) -> list[str]:
+    """What one person types: onboarding, then /aware with five answers, /progress, /menu..."""
+    typed = list(ONBOARDING)
+    while len(typed) < length:
+        typed += ["/aware", "Let's begin", *(rng.choice(choices) for choices in ANSWERS),
+                  "/progress", "/menu"]
+    return typed[:length]
+
+
+def scripts(first_chat: int, users: int, total: int, seed: int) -> dict[int, list[str]]:
+    """`total` updates shared between `users` people (chat ids from `first_chat`)."""
+    rng = random.Random(seed)
+    each, extra = divmod(total, users)
+    return {first_chat + i: script(each + (i < extra), rng) for i in range(users)}
+
+
+def interleaved(by_chat: dict[int, list[str]]) -> list[tuple[int, str]]:
+    """Everyone's first message, then everyone's second... (one chat's updates stay in order)."""
+    rounds = itertools.zip_longest(*by_chat.values())
+    chats = list(by_chat)
+    return [(chat, typed) for row in rounds for chat, typed in zip(chats, row, strict=True)
+            if typed is not None]
+
+
+# ---- measuring ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    enqueued: float
+    done: asyncio.Future[None]
+
+
+@dataclass
+class Phase:
+    updates: int = 0
+    wall_s: float = 0.0
+    updates_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    messages_per_update: float = 0.0  # sendMessage calls per update
+    silent: int = 0  # updates that sent no message: must stay 0
+    cut_short: bool = False  # the time limit ended the phase before all its updates
+    overloaded: bool = False  # paced only: arrivals outran the bot, so they were stopped
+
+
+class Tracker:
+    """Which sendMessage calls belong to which update.
+
+    Updates of one chat are handled strictly one after another (PerChatUpdateProcessor),
+    and a marker handler in the last handler group fires when an update is done, so the
+    messages sent to a chat since its previous update finished are this update's.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[int, deque[_Pending]] = {}
+        self.last_send: dict[int, float] = {}
+        self.sends: Counter[int] = Counter()
+        self.sends_when_done: Counter[int] = Counter()
+        self.latencies: list[float] = []
+        self.silent = 0
+        self.first = self.last = 0.0
+        self.cut_short = self.overloaded = False
+
+    @property
+    def finished_count(self) -> int:
+        return len(self.latencies) + self.silent
+
+    def enqueued(self, chat_id: int) -> asyncio.Future[None]:
+        now = perf_counter()
+        if not self.first:
+            self.first = now
+        future = asyncio.get_running_loop().create_future()
+        self.pending.setdefault(chat_id, deque()).append(_Pending(now, future))
+        return future
+
+    def sent(self, chat_id: int) -> None:
+        self.last_send[chat_id] = perf_counter()
+        self.sends[chat_id] += 1
+
+    def finished(self, chat_id: int) -> None:
+        queue = self.pending.get(chat_id)
+        if not queue:
+            return  # not one of ours
+        item = queue.popleft()
+        self.last = perf_counter()
+        if self.sends[chat_id] > self.sends_when_done[chat_id]:
+            self.latencies.append(self.last_send[chat_id] - item.enqueued)
+        else:
+            self.silent += 1
+        self.sends_when_done[chat_id] = self.sends[chat_id]
+        item.done.set_result(None)
+
+    def result(self) -> Phase:
+        ordered = sorted(self.latencies)
+        count = len(ordered) + self.silent
+        wall = self.last - self.first
+
+        def at(fraction: float) -> float:  # nearest rank
+            if not ordered:
+                return float("nan")
+            return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))] * 1e3
+
+        return Phase(updates=count, wall_s=wall, updates_per_s=count / wall if wall else 0.0,
+                     p50_ms=at(0.50), p99_ms=at(0.99), max_ms=at(1.0),
+                     messages_per_update=sum(self.sends.values()) / count if count else 0.0,
+                     silent=self.silent, cut_short=self.cut_short,
+                     overloaded=self.overloaded)
+
+
+class Probe:
+    """What the offline API and the marker handler report to: the current phase's tracker."""
+
+    def __init__(self) -> None:
+        self.tracker = Tracker()
+
+    def sent(self, chat_id: int) -> None:
+        self.tracker.sent(chat_id)
+
+    async def marker(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.effective_chat is not None:
+            self.tracker.finished(update.effective_chat.id)
+
+
+class Updates:
+    """Telegram updates as getUpdates would deliver them, parsed by Update.de_json."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.update_ids = itertools.count(1)
+        self.message_ids: Counter[int] = Counter()
+
+    def make(self, chat_id: int, typed: str) -> Update:
+        self.message_ids[chat_id] += 1
+        person = {"id": chat_id, "is_bot": False, "first_name": "Sam", "language_code": "en"}
+        message: dict[str, Any] = {
+            "message_id": self.message_ids[chat_id], "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private", "first_name": "Sam"},
+            "from": person, "text": typed,
+        }
+        if typed.startswith("/"):
+            command = typed.split(maxsplit=1)[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        return Update.de_json({"update_id": next(self.update_ids), "message": message},
+                              self.app.bot)
+
+    async def put(self, tracker: Tracker, chat_id: int, typed: str) -> asyncio.Future[None]:
+        update = self.make(chat_id, typed)
+        done = tracker.enqueued(chat_id)
+        await self.app.update_queue.put(update)
+        return done
+
+
+async def closed_loop(updates: Updates, probe: Probe, by_chat: dict[int, list[str]],
+                      seconds: float) -> Phase:
+    """Everyone at once; each person sends their next message as soon as the reply arrives.
+
+    Nobody starts a new message after `seconds`, so a slow configuration is measured on
+    fewer updates instead of running for minutes.
+    """
+    probe.tracker = tracker = Tracker()
+    deadline = perf_counter() + seconds
+
+    async def person(chat_id: int, typed: list[str]) -> None:
+        for text in typed:
+            if perf_counter() > deadline:
+                tracker.cut_short = True
+                return
+            await await_done(await updates.put(tracker, chat_id, text))
+
+    await asyncio.gather(*(person(chat, typed) for chat, typed in by_chat.items()))
+    return tracker.result()
+
+
+async def paced(updates: Updates, probe: Probe, by_chat: dict[int, list[str]], rate: float,
+                seconds: float, seed: int) -> Phase:
+    """Open loop: updates arrive at `rate` per second on average (Poisson), whatever happens.
+
+    Arrivals stop after `seconds`, or once more than a second's worth of them is waiting
+    (the bot is not keeping up: the phase is marked overloaded; its latencies stand).
+    """
+    probe.tracker = tracker = Tracker()
+    rng = random.Random(seed)
+    futures = []
+    start = perf_counter()
+    due = 0.0
+    for chat_id, typed in interleaved(by_chat):
+        due += rng.expovariate(rate)
+        delay = start + due - perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if perf_counter() - start > seconds:
+            tracker.cut_short = True
+            break
+        if len(futures) - tracker.finished_count > max(50.0, rate):
+            tracker.overloaded = True
+            break
+        futures.append(await updates.put(tracker, chat_id, typed))
+    for future in futures:
+        await await_done(future)
+    return tracker.result()
+
+
+async def await_done(future: asyncio.Future[None]) -> None:
+    await asyncio.wait_for(future, timeout=60)
+
+
+# ---- the configurations ---------------------------------------------------------------------
+
+
+async def reply_ok(update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+    assert update.message is not None
+    await update.message.reply_text("ok")
+
+
+def bare_application(api: OfflineBotAPI) -> App:
+    application = (
+        ApplicationBuilder().token(BOT_TOKEN).request(api).get_updates_request(api)
+        .concurrent_updates(PerChatUpdateProcessor()).build()
+    )
+    application.add_handler(MessageHandler(filters.ALL, reply_ok))
+    return application
+
+
+def haven_application(api: OfflineBotAPI, repository: Any) -> App:
+    settings = load_settings(telegram_bot_token=BOT_TOKEN)
+    content = load_content(settings.haven_dialogs_dir, settings.haven_prompts_dir,
+                           settings.haven_default_locale)
+    # Simulated people answer the instant a reply lands, far faster than anyone types, so
+    # per-person flood control is set out of the way (its cost per update is still paid).
+    engine = Engine(content.flows, content.machines, content.renderer, repository,
+                    EngineConfig(max_answer_chars=settings.haven_max_answer_chars),
+                    flood=FloodGuard(burst=10**9))
+    return build_application(settings, engine, rate_limited=False, request=api)
+
+
+async def open_sql(url: str, data_dir: str) -> Any:
+    """Haven's own repository; `data_dir` keeps anything it writes (e.g. a key file) temporary."""
+    settings = load_settings(database_url=url, telegram_bot_token=BOT_TOKEN,
+                             haven_data_dir=data_dir)
+    return await open_settings_repository(settings)
+
+
+@asynccontextmanager
+async def scratch_postgres(admin_url: str) -> AsyncIterator[str]:
+    """A new, empty database haven_bench_<random> on the server, dropped afterwards."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(admin_url)
+    dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"haven_bench_{uuid.uuid4().hex[:10]}"
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    try:
+        yield admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(
+            hide_password=False)
+    finally:
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+
+@dataclass
+class Outcome:
+    key: str
+    label: str
+    saturated: Phase
+    paced: Phase
+    calls: dict[str, int] = field(default_factory=dict)
+    trouble: dict[str, int] = field(default_factory=dict)
+
+
+async def measure(key: str, label: str, build: Callable[[OfflineBotAPI], App],
+                  args: argparse.Namespace) -> Outcome:
+    probe = Probe()
+    api = OfflineBotAPI(on_send=probe.sent)
+    app = build(api)
+    app.add_handler(TypeHandler(Update, probe.marker), group=MARKER_GROUP)
+    # What run_polling does, minus the polling: the Updater would only feed update_queue.
+    await app.initialize()
+    if app.post_init:
+        await app.post_init(app)
+    await app.start()
+    try:
+        updates = Updates(app)
+        await closed_loop(updates, probe, scripts(1_000_000, WARMUP_USERS, args.warmup, 1),
+                          args.max_seconds)
+        # The same people and words for every configuration; chat ids differ per phase.
+        saturated_load = scripts(2_000_000, args.users, args.updates, 2)
+        paced_load = scripts(3_000_000, args.users, args.updates, 3)
+        profiler = cProfile.Profile() if args.profile == key else None
+        if profiler:
+            profiler.enable()
+        saturated = await closed_loop(updates, probe, saturated_load, args.max_seconds)
+        if profiler:
+            profiler.disable()
+            print_profile(profiler, key)
+        paced_phase = await paced(updates, probe, paced_load, args.rate, args.max_seconds, 4)
+    finally:
+        await app.stop()
+        await app.shutdown()
+        if app.post_shutdown:
+            await app.post_shutdown(app)
+    return Outcome(key, label, saturated, paced_phase, dict(api.calls), dict(api.trouble))
+
+
+def print_profile(profiler: cProfile.Profile, key: str) -> None:
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out).strip_dirs()
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(40)
+    path = Path(tempfile.gettempdir()) / f"haven-bench-{key}.pstats"
+    stats.dump_stats(path)
+    print(f"\n==== profile of {key}, saturated phase (full stats in {path}) ====")
+    print(out.getvalue())
+
+
+async def run_all(args: argparse.Namespace) -> list[Outcome]:
+    outcomes = [await measure("bare", "bare PTB, reply 'ok'", bare_application, args)]
+    if "memory" in args.only:
+        outcomes.append(await measure(
+            "memory", "Haven, no database",
+            lambda api: haven_application(api, MemoryRepository()), args))
+    if "sqlite" in args.only:
+        with tempfile.TemporaryDirectory(prefix="haven-bench-") as tmp:
+            sqlite = await open_sql(f"sqlite+aiosqlite:///{tmp}/bench.sqlite3", tmp)
+            outcomes.append(await measure(
+                "sqlite", "Haven, SQLite", lambda api: haven_application(api, sqlite), args))
+    if args.postgres and "postgres" in args.only:
+        with tempfile.TemporaryDirectory(prefix="haven-bench-") as tmp:
+            async with scratch_postgres(args.postgres) as url:
+                postgres = await open_sql(url, tmp)
+                outcomes.append(await measure(
+                    "postgres", "Haven, PostgreSQL",
+                    lambda api: haven_application(api, postgres), args))
+    return outcomes
+
+
+# ---- reporting --------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    passed: bool
+    detail: str
+
+
+def targets(outcomes: list[Outcome], rate: float) -> list[Target]:
+    by_key = {outcome.key: outcome for outcome in outcomes}
+    bare = by_key["bare"].saturated.updates_per_s
+    result = []
+    if "memory" in by_key:
+        speed = by_key["memory"].saturated.updates_per_s
+        result.append(Target(
+            f"Haven without database >= {TARGET_RATIO}x bare throughput",
+            speed >= TARGET_RATIO * bare,
+            f"{speed / bare:.2f}x ({speed:.0f} vs {bare:.0f} updates/s)"))
+    if "sqlite" in by_key:
+        sqlite = by_key["sqlite"]
+        speed = sqlite.saturated.updates_per_s
+        result.append(Target(f"Haven on SQLite >= {TARGET_SQLITE_RATE:.0f} updates/s",
+                             speed >= TARGET_SQLITE_RATE, f"{speed:.0f} updates/s"))
+        p99 = sqlite.paced.p99_ms
+        detail = (f"p99 {p99:.1f} ms at {rate:.0f} updates/s offered "
+                  f"(p50 {sqlite.paced.p50_ms:.1f} ms)")
+        if sqlite.paced.overloaded or (p99 > TARGET_SQLITE_P99_MS and speed < rate):
+            detail += f"; it cannot keep up with {rate:.0f}/s, so updates queue"
+        if rate < TARGET_SQLITE_RATE:
+            detail += f"; note: offered load is below the {TARGET_SQLITE_RATE:.0f}/s target"
+        result.append(Target(f"Haven on SQLite p99 <= {TARGET_SQLITE_P99_MS:.0f} ms",
+                             p99 <= TARGET_SQLITE_P99_MS, detail))
+    for outcome in outcomes:
+        problems = dict(outcome.trouble)
+        if outcome.saturated.silent or outcome.paced.silent:
+            problems["updates without a reply"] = outcome.saturated.silent + outcome.paced.silent
+        if problems:
+            result.append(Target(f"{outcome.label}: every turn went as scripted", False,
+                                 ", ".join(f"{count} {kind}" for kind, count in problems.items())))
+    return result
+
+
+def report(outcomes: list[Outcome], args: argparse.Namespace, started: str) -> list[Target]:
+    print(f"Haven turn benchmark, {started}")
+    print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
+          f"{os.cpu_count()} CPUs, {platform.platform()}")
+    print(f"Up to {args.updates} updates per phase (at most {args.max_seconds:.0f} s) from "
+          f"{args.users} people, after {args.warmup} warm-up updates; fed to the update_queue "
+          "of a started Application with PerChatUpdateProcessor(256)\n")
+    head = ("", f"saturated: closed loop, {args.users} people",
+            f"paced: Poisson, {args.rate:.0f}/s offered")
+    print(f"{head[0]:<24}{head[1]:<42}{head[2]}")
+    columns = ("configuration", "updates/s", "vs bare", "p50 ms", "p99 ms",
+               "updates/s", "p50 ms", "p99 ms", "max ms", "msgs/update")
+    print("{:<24}{:>10}{:>9}{:>9}{:>9}     {:>10}{:>9}{:>9}{:>9}{:>13}".format(*columns))
+    bare = outcomes[0].saturated.updates_per_s
+    for outcome in outcomes:
+        s, p = outcome.saturated, outcome.paced
+        print(f"{outcome.label:<24}{s.updates_per_s:>10.0f}{s.updates_per_s / bare:>8.2f}x"
+              f"{s.p50_ms:>9.1f}{s.p99_ms:>9.1f}     {p.updates_per_s:>10.0f}{p.p50_ms:>9.2f}"
+              f"{p.p99_ms:>9.2f}{p.max_ms:>9.1f}{s.messages_per_update:>13.2f}")
+    for outcome in outcomes:
+        s, p = outcome.saturated, outcome.paced
+        if s.cut_short:
+            print(f"note: {outcome.label}: saturated phase hit the time limit after "
+                  f"{s.updates} updates")
+        if p.overloaded:
+            print(f"note: {outcome.label}: paced phase overloaded (over a second of arrivals "
+                  f"waiting), arrivals stopped after {p.updates} updates")
+        elif p.cut_short:
+            print(f"note: {outcome.label}: paced phase hit the time limit after "
+                  f"{p.updates} updates")
+    print("\nLatency: from update_queue.put to the last sendMessage of that update reaching the "
+          "request object.\nSaturated latency is mostly queueing "
+          f"({args.users} updates in flight); the p99 target is judged on the paced run.\n")
+    found = targets(outcomes, args.rate)
+    for target in found:
+        print(f"[{'PASS' if target.passed else 'FAIL'}] {target.name}: {target.detail}")
+    return found
+
+
+class FirstFew(logging.Filter):
+    """Let the first few records of each logger through: one broken turn per update is
+    enough to see what is wrong, and the FAIL lines count them all."""
+
+    def __init__(self, limit: int = 3) -> None:
+        super().__init__()
+        self.limit = limit
+        self.seen: Counter[str] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.seen[record.name] += 1
+        return self.seen[record.name] <= self.limit
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=3000, help="updates per measured phase")
+    parser.add_argument("--users", type=int, default=USERS, help="people per measured phase")
+    parser.add_argument("--warmup", type=int, default=600, help="unmeasured updates first")
+    parser.add_argument("--rate", type=float, default=TARGET_SQLITE_RATE,
+                        help="offered updates/s in the paced phase")
+    parser.add_argument("--max-seconds", type=float, default=20.0,
+                        help="time limit per phase (a slow configuration does fewer updates)")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="also run on a scratch database of this PostgreSQL server")
+    parser.add_argument("--json", metavar="PATH", type=Path, help="write the figures here")
+    parser.add_argument("--only", nargs="+", choices=["memory", "sqlite", "postgres"],
+                        default=["memory", "sqlite", "postgres"],
+                        help="Haven configurations to run (bare always runs)")
+    parser.add_argument("--profile", choices=["bare", "memory", "sqlite", "postgres"],
+                        help="cProfile this configuration's saturated phase")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(FirstFew())
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    outcomes = asyncio.run(run_all(args))
+    found = report(outcomes, args, started)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "date": started, "python": sys.version, "cpus": os.cpu_count(),
+            "platform": platform.platform(), "updates_per_phase": args.updates,
+            "warmup": args.warmup, "paced_rate": args.rate, "users": args.users,
+            "configurations": [asdict(outcome) for outcome in outcomes],
+            "targets": [asdict(target) for target in found],
+        }, indent=2) + "\n")
+    return 0 if all(target.passed for target in found) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
