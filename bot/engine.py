@@ -242,6 +242,9 @@ class _Turn:
         if self.crisis is not None:
             self._crisis(self.crisis.category)
             return
+        if self.user.crisis_prompt is not None and incoming.kind is not InputKind.PRESS \
+                and self._typed_crisis_answer(incoming.text):
+            return
         pending_erase = self.user.confirm_delete_at is not None
         if pending_erase and incoming.kind is not InputKind.PRESS \
                 and self._typed_erase_answer(incoming):
@@ -408,6 +411,7 @@ class _Turn:
         """Resources first; the words that raised it are not kept, and the flow stays put."""
         self.unit.record_crisis(self.user, category.value)
         if category is Category.ABUSE:
+            self.user.crisis_prompt = "safe_to_read"
             buttons = ((Button(self._t(SAFE_TO_READ_LABEL), callbacks.crisis("read")),),
                        (Button(self._t(NOT_NOW_LABEL), callbacks.crisis("later")),))
             self._say("system/crisis_safe_to_read.j2", buttons=buttons)
@@ -415,11 +419,27 @@ class _Turn:
         self._crisis_resources(category.value)
 
     def _crisis_resources(self, category: str) -> None:
+        self.user.crisis_prompt = "continue"
         buttons = ((Button(self._t(CONTINUE_LABEL), callbacks.crisis("ok")),),)
         self._say("system/crisis.j2", buttons=buttons, category=category,
                   resources=self._resources(category))
 
+    def _typed_crisis_answer(self, typed: str) -> bool:
+        """A typed reply to the crisis buttons just shown; True if it was one."""
+        prompt, self.user.crisis_prompt = self.user.crisis_prompt, None
+        if prompt == "safe_to_read":
+            picked = match_label(typed, [self._t(SAFE_TO_READ_LABEL), self._t(NOT_NOW_LABEL)])
+            choice = {0: "read", 1: "later"}.get(picked) if picked is not None else None
+        else:
+            picked = match_label(typed, [self._t(CONTINUE_LABEL)])
+            choice = "ok" if picked == 0 and not typed.strip().isdigit() or typed == "1" else None
+        if choice is None:
+            return False
+        self._crisis_choice(choice)
+        return True
+
     def _crisis_choice(self, choice: str) -> None:
+        self.user.crisis_prompt = None
         if choice == "read":
             self._crisis_resources(Category.ABUSE.value)
         elif choice == "later":

@@ -42,6 +42,8 @@ class User(Base):
     recent_updates: Mapped[list[int]] = mapped_column(JSON, default=list, nullable=False)
     # Set when Telegram says the person blocked Haven: nothing is sent until they return.
     blocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Which crisis buttons were just shown ("safe_to_read" or "continue"), so typing works too.
+    crisis_prompt: Mapped[str | None] = mapped_column(String(16))
     # When /delete asked "are you sure?": a yes counts only for a few minutes after.
     confirm_delete_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

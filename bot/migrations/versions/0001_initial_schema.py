@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 01:23:04.447440
+Create Date: 2026-11-24 01:27:26.991686
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def upgrade() -> None:
     sa.Column('pending_flow', sa.String(length=32), nullable=True),
     sa.Column('recent_updates', sa.JSON(), nullable=False),
     sa.Column('blocked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('crisis_prompt', sa.String(length=16), nullable=True),
     sa.Column('confirm_delete_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
