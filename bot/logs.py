@@ -1,9 +1,35 @@
-"""Logging that never carries the bot token or what people write."""
+"""Logging that never carries the bot token or what people write.
+
+Each line is one JSON object. Haven's own code never passes people's words to a
+logger; libraries that would (SQL parameters, whole updates, request URLs holding
+the token) are held at WARNING; exceptions are logged as their type and where
+they happened, never their message, which could quote a person's words; and the
+token is redacted from anything that slips through anyway.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import traceback
+from datetime import UTC, datetime
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            kind, _error, trace = record.exc_info
+            entry["error"] = kind.__name__
+            entry["where"] = [f"{frame.filename}:{frame.lineno} {frame.name}"
+                              for frame in traceback.extract_tb(trace)][-8:]
+        return json.dumps(entry, ensure_ascii=False)
 
 
 class RedactToken(logging.Filter):
@@ -31,7 +57,7 @@ QUIET_LIBRARIES = ("httpx", "httpcore", "aiosqlite", "sqlalchemy", "asyncpg", "a
 def configure_logging(level: str, token: str | None) -> None:
     """Haven's own loggers at `level`; every library at INFO at most, some at WARNING."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter())
     handler.addFilter(RedactToken(token))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -348,3 +348,30 @@ async def test_network_errors_and_blocking(
     await user.send("Sounds good")
     await user.replies()
     assert await blocked_at() is None
+
+
+async def test_logs_hold_no_words_and_no_token(fake: FakeTelegram, bot: BotProcess) -> None:
+    """At DEBUG, through answers, commands, crisis, bad input and forged buttons."""
+    import json
+
+    sentinel = "Zq7-sentinel-words"
+    user = fake.user(user_id=5008)
+    await onboard(user)
+    await user.send("/aware")
+    await user.replies()
+    await user.press("Let's begin")
+    await user.replies()
+    for text in (f"{sentinel} is how I feel", f"/{sentinel.lower().replace('-', '')}",
+                 f"I want to kill myself {sentinel}", sentinel * 500,
+                 f"<b>{sentinel}</b> & more"):
+        await user.send(text)
+        await user.replies()
+    await user.press_data(f"s:1:{sentinel[:10]}:x")
+    await user.replies()
+    await user.send("/export")
+    await user.replies()
+    log = bot.log()
+    assert sentinel not in log and sentinel.lower().replace("-", "") not in log
+    assert TOKEN not in log and TOKEN.split(":")[1] not in log
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines and all(json.loads(line)["level"] for line in lines), "structured: JSON lines"

@@ -228,6 +228,8 @@ class Repository:
         raise NotImplementedError
 
     async def close(self) -> None:
+        if self._flush_task is not None and not self._flush_task.done():
+            self._flush_task.cancel()
         await self.flush_messages()
 
     async def ping(self) -> bool:
