@@ -326,6 +326,10 @@ async def test_network_errors_and_blocking(
     fake.fail_next("sendMessage", status=502, count=2)  # Telegram hiccups twice
     await user.send("/start")
     assert "not a crisis service" in visible(await user.replies(timeout=20))
+    fake.fail_next("sendMessage", status=429, retry_after=1)  # too many requests: wait 1 s
+    await user.press("Sounds good")
+    assert "keep your reflections" in visible(await user.replies(timeout=20))
+    assert len([e for e in fake.errors if "Too Many Requests" in e[2]]) == 1
 
     user.block()  # Telegram tells the bot with a my_chat_member update
     keys = read_or_create_key_file(key_file(tmp_path))
@@ -345,7 +349,7 @@ async def test_network_errors_and_blocking(
         await asyncio.sleep(0.1)
     assert await blocked_at() is not None
     user.unblock()
-    await user.send("Sounds good")
+    await user.send("Yes, keep them")
     await user.replies()
     assert await blocked_at() is None
 
