@@ -421,7 +421,7 @@ async def run_all(args: argparse.Namespace) -> list[Outcome]:
             lambda api: haven_application(api, MemoryRepository()), args))
     if "sqlite" in args.only:
         with tempfile.TemporaryDirectory(prefix="haven-bench-") as tmp:
-            sqlite = await open_sql(f"sqlite+aiosqlite:///{tmp}/bench.sqlite3", tmp)
+            sqlite = await open_sql(f"sqlite:///{tmp}/bench.sqlite3", tmp)
             outcomes.append(await measure(
                 "sqlite", "Haven, SQLite", lambda api: haven_application(api, sqlite), args))
     if args.postgres and "postgres" in args.only:

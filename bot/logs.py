@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
@@ -50,7 +50,7 @@ class RedactToken(logging.Filter):
 
 # Libraries that would log what people write (SQL parameters, whole updates) or the token
 # (request URLs) below WARNING. They stay at WARNING whatever Haven's own level is.
-QUIET_LIBRARIES = ("httpx", "httpcore", "aiosqlite", "sqlalchemy", "asyncpg", "alembic",
+QUIET_LIBRARIES = ("httpx", "httpcore", "sqlalchemy", "asyncpg", "alembic",
                    "transitions", "apscheduler", "aiohttp.access")
 
 

@@ -1,9 +1,9 @@
 """Opening the database and bringing its schema up to date with Alembic.
 
-SQLite goes through SQLAlchemy's synchronous driver on one dedicated thread: a whole
-turn is one hop to that thread. (Through aiosqlite every statement is a hop of its
-own; a turn-sized transaction measured 3.1 ms that way against 0.14 ms in one hop,
-too slow for the throughput Haven promises.) PostgreSQL goes through asyncpg.
+SQLite goes through SQLAlchemy's synchronous driver, a whole turn at once. (Through
+aiosqlite every statement is a hop to another thread; a turn-sized transaction
+measured 3.1 ms that way against 0.14 ms in one go, too slow for the throughput Haven
+promises.) PostgreSQL goes through asyncpg.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ def sqlite_engine(url: str, cipher: MultiFernet, **options: Any) -> Engine:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     # Errors and logs would otherwise quote SQL parameters: people's own words.
     options.setdefault("hide_parameters", True)
-    # Every statement runs on Haven's one SQLite thread; the pool never shares across threads.
-    options.setdefault("connect_args", {"check_same_thread": False})
     engine = create_sync_engine(parsed, **options)
 
     @event.listens_for(engine, "connect")
