@@ -39,20 +39,17 @@ from bot.i18n import N_, locale_display_name
 from bot.messages import Button, Incoming, InputKind, Message, Reply
 from bot.rendering import Renderer
 from bot.storage.models import FlowRun, User, utcnow
-from bot.storage.repository import Repository, UnitOfWork, answers_copy
+from bot.storage.repository import HIDE_WINDOW, Repository, UnitOfWork, answers_copy
 
 log = logging.getLogger(__name__)
 
 ONBOARDING = "onboarding"
-# Commands that work anywhere, even before onboarding is finished.
-FREE_COMMANDS = frozenset({"help", "cancel"})
 SKIP_LABEL = N_("Skip")
 SWITCH_LABEL = N_("Yes, switch")
 STAY_LABEL = N_("No, stay here")
 ERASE_LABEL = N_("Yes, delete everything")
 KEEP_LABEL = N_("No, keep it")
 ERASE_WINDOW = timedelta(minutes=10)
-HIDE_WINDOW = timedelta(hours=48)  # how long Telegram lets a bot delete a message
 SAFE_TO_READ_LABEL = N_("Yes, I can read it")
 NOT_NOW_LABEL = N_("Not right now")
 CONTINUE_LABEL = N_("I'm safe, continue")
@@ -103,8 +100,7 @@ class Engine:
             ("cancel", N_("Leave the current flow (progress is kept)")),
             ("help", N_("Crisis lines and how Haven works")),
         ]
-        seen: set[str] = set()
-        return [(c, d) for c, d in entries if not (c in seen or seen.add(c))]  # type: ignore[func-returns-value]
+        return list(dict(entries).items())  # one entry per command, in this order
 
     def remember_sent(self, chat_id: int, message_ids: list[int]) -> None:
         """Record the ids of messages just sent to a chat, so /hide can remove them later."""
