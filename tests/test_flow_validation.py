@@ -90,6 +90,8 @@ def test_a_good_flow_loads_and_its_machine_moves(tmp_path: Path) -> None:
          "step 'write': template does not render"),
         (None, {"ask": "Go?", "write": "{% if %}", "bye": "Bye."},
          "step 'write': template does not render"),
+        (None, {"ask": "Go?", "write": "{% if true %}One.{% endif %}\n---\nTwo.", "bye": "Bye."},
+         "step 'write': template does not render: renders to an empty message, or a ---"),
         (("name: demo", "name: other"), None, "name should be 'demo'"),
         (("  bye:\n    end: true", "  bye:\n    end: true\n    next: ask"), None,
          "step 'bye': an end step cannot"),

@@ -47,8 +47,8 @@ def render_errors(renderer: Renderer, flow: Flow, locale: str) -> Iterator[tuple
                 except Exception as error:  # noqa: BLE001 - report every kind of failure
                     yield step.name, f"{type(error).__name__}: {error}"
                     break
-                if not texts:
-                    yield step.name, "renders to an empty message"
+                if not texts or "---" in "".join(texts):
+                    yield step.name, "renders to an empty message, or a --- not on its own line"
                     break
             else:
                 continue
@@ -150,8 +150,8 @@ def system_render_errors(renderer: Renderer, locale: str) -> Iterator[tuple[str,
                 except Exception as error:  # noqa: BLE001 - report every kind of failure
                     yield template, f"{type(error).__name__}: {error}"
                     break
-                if not texts:
-                    yield template, "renders to an empty message"
+                if not texts or "---" in "".join(texts):
+                    yield template, "renders to an empty message, or a --- not on its own line"
                     break
             else:
                 continue
