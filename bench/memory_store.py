@@ -37,7 +37,7 @@ class MemoryRepository(Repository):
         self._run_ids = itertools.count(1)
         self._reflection_ids = itertools.count(1)
 
-    async def run(self, work: Callable[[Any], T]) -> T:
+    async def run(self, work: Callable[[Any], T], chat_id: int | None = None) -> T:
         return work(MemoryUnit(self))
 
     async def migrate(self) -> None:

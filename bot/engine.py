@@ -137,7 +137,7 @@ class Engine:
                     self.repository.remember_messages(incoming.chat_id, [incoming.message_id])
                     await self.repository.flush_messages()
                 turn = await self.repository.run(
-                    lambda unit: _Turn(self, unit, incoming, crisis).run())
+                    lambda unit: _Turn(self, unit, incoming, crisis).run(), incoming.chat_id)
                 if turn.erased:
                     await self.repository.after_erase()
                 elif incoming.message_id is not None and not (turn.duplicate or hiding):

@@ -58,7 +58,7 @@ def postgres_available() -> None:
     pytest.skip(message + "; set HAVEN_TEST_POSTGRES_URL to run these tests")
 
 
-async def _fresh_postgres_database() -> tuple[str, str]:
+async def fresh_postgres_database() -> tuple[str, str]:
     import asyncpg
 
     name = f"haven_test_{uuid.uuid4().hex[:12]}"
@@ -72,7 +72,7 @@ async def _fresh_postgres_database() -> tuple[str, str]:
     return name, f"{base}/{name}"
 
 
-async def _drop_postgres_database(name: str) -> None:
+async def drop_postgres_database(name: str) -> None:
     import asyncpg
 
     admin = POSTGRES_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
@@ -90,11 +90,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'haven.sqlite3'}"
         return
     request.getfixturevalue("postgres_available")
-    name, url = asyncio.run(_fresh_postgres_database())
+    name, url = asyncio.run(fresh_postgres_database())
     try:
         yield url
     finally:
-        asyncio.run(_drop_postgres_database(name))
+        asyncio.run(drop_postgres_database(name))
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from sqlalchemy import select
 
 from bot.adapters.console import ConsoleChat
 from bot.storage.models import FlowRun, Reflection, User
 from bot.storage.repository import Repository
+from tests.conftest import drop_postgres_database, fresh_postgres_database
 from tests.helpers import Reader, labels, make_engine, migrated, texts
 
 ANSWERS = {
@@ -186,3 +190,33 @@ async def test_journal_pages_through_reflections_newest_first(
     assert "(2 of 2)" in second_page
     assert f"Round 1: {ANSWERS['triggers']}" in second_page
     assert labels(reply) == ["Newer"]
+
+
+@pytest.mark.postgres
+async def test_two_workers_on_one_database_take_turns_per_person(
+    content, postgres_available, cipher
+) -> None:
+    """Two engines with their own connection pools (as two worker processes would have),
+    answering the same person at the same time: every answer is taken exactly once."""
+    name, url = await fresh_postgres_database()
+    first, second = await migrated(url, cipher), await migrated(url, cipher)
+    try:
+        one = ConsoleChat(make_engine(content, first), user_id=808, first_name="Sam")
+        other = ConsoleChat(make_engine(content, second), user_id=808, first_name="Sam")
+        await onboard(one)
+        await one.send("/aware")
+        await other.send("Let's begin")
+        answers = [f"Answer number {n} in my own words" for n in range(5)]
+        replies = await asyncio.gather(*[
+            (one if n % 2 else other).send(answer) for n, answer in enumerate(answers)])
+        assert not any("send it again" in texts(reply) for reply in replies)
+        unit = Reader(first)
+        user = await unit.find_user(808)
+        assert user is not None
+        kept = sorted(r.text for r in await unit.reflections(user))
+        assert kept == sorted(answers)
+        assert user.active_flow is None, "the fifth answer finished the flow"
+    finally:
+        await first.close()
+        await second.close()
+        await drop_postgres_database(name)

@@ -153,7 +153,7 @@ async def test_hard_negatives_are_answered_as_usual(
 
 
 class BrokenRepository(Repository):
-    async def run(self, work: Callable[[Any], Any]) -> Any:
+    async def run(self, work: Callable[[Any], Any], chat_id: int | None = None) -> Any:
         raise ConnectionError("the database is down")
 
 

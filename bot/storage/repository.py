@@ -59,6 +59,10 @@ _OPEN_RUN = (
 )
 
 
+_CHAT_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_MIGRATION_LOCK = text("SELECT pg_advisory_xact_lock(7468727) -- 'haven' migrations")
+
+
 class UnitOfWork:
     """Reads and writes for one turn; everything commits together or not at all."""
 
@@ -220,8 +224,11 @@ class Repository:
         self._sent: dict[int, list[int]] = {}
         self._flush_task: asyncio.Task[None] | None = None
 
-    async def run(self, work: Callable[[UnitOfWork], T]) -> T:
-        """Run `work` in one transaction; it commits if `work` returns, rolls back if it raises."""
+    async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
+        """Run `work` in one transaction; it commits if `work` returns, rolls back if it raises.
+
+        With `chat_id`, no other process runs work for the same chat at the same time.
+        """
         raise NotImplementedError
 
     async def migrate(self) -> None:
@@ -291,7 +298,8 @@ class SqliteRepository(Repository):
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
-    async def run(self, work: Callable[[UnitOfWork], T]) -> T:
+    async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
+        # One process per SQLite file: the engine's per-chat lock is all the ordering needed.
         with self._sessions.begin() as session:
             return work(UnitOfWork(session))
 
@@ -318,12 +326,17 @@ class PostgresRepository(Repository):
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
-    async def run(self, work: Callable[[UnitOfWork], T]) -> T:
+    async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
         async with self._sessions() as session, session.begin():
+            if chat_id is not None:
+                # Workers sharing the database take turns per chat: held until commit.
+                await session.execute(_CHAT_LOCK, {"key": chat_id})
             return await session.run_sync(lambda sync_session: work(UnitOfWork(sync_session)))
 
     async def migrate(self) -> None:
+        """Upgrade the schema; workers starting together wait for the first to finish."""
         async with self.engine.begin() as connection:
+            await connection.execute(_MIGRATION_LOCK)
             await connection.run_sync(upgrade_schema)
 
     async def close(self) -> None:
