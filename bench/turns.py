@@ -314,7 +314,14 @@ def bare_application(api: OfflineBotAPI) -> App:
     return application
 
 
-def haven_application(api: OfflineBotAPI, repository: Any) -> App:
+class NoCrisisCheck:
+    """Stands in for the crisis detector, to show what that check costs per update."""
+
+    def detect(self, text: str) -> None:
+        return None
+
+
+def haven_application(api: OfflineBotAPI, repository: Any, crisis_check: bool = True) -> App:
     settings = load_settings(telegram_bot_token=BOT_TOKEN)
     content = load_content(settings.haven_dialogs_dir, settings.haven_prompts_dir,
                            settings.haven_default_locale)
@@ -322,7 +329,8 @@ def haven_application(api: OfflineBotAPI, repository: Any) -> App:
     # per-person flood control is set out of the way (its cost per update is still paid).
     engine = Engine(content.flows, content.machines, content.renderer, repository,
                     EngineConfig(max_answer_chars=settings.haven_max_answer_chars),
-                    flood=FloodGuard(burst=10**9))
+                    flood=FloodGuard(burst=10**9),
+                    detector=None if crisis_check else NoCrisisCheck())
     return build_application(settings, engine, rate_limited=False, request=api)
 
 
@@ -419,6 +427,10 @@ async def run_all(args: argparse.Namespace) -> list[Outcome]:
         outcomes.append(await measure(
             "memory", "Haven, no database",
             lambda api: haven_application(api, MemoryRepository()), args))
+    if "memory-no-crisis" in args.only:
+        outcomes.append(await measure(
+            "memory-no-crisis", "  ...without crisis check",
+            lambda api: haven_application(api, MemoryRepository(), crisis_check=False), args))
     if "sqlite" in args.only:
         with tempfile.TemporaryDirectory(prefix="haven-bench-") as tmp:
             sqlite = await open_sql(f"sqlite:///{tmp}/bench.sqlite3", tmp)
@@ -543,8 +555,9 @@ def main() -> int:
     parser.add_argument("--postgres", metavar="URL",
                         help="also run on a scratch database of this PostgreSQL server")
     parser.add_argument("--json", metavar="PATH", type=Path, help="write the figures here")
-    parser.add_argument("--only", nargs="+", choices=["memory", "sqlite", "postgres"],
-                        default=["memory", "sqlite", "postgres"],
+    parser.add_argument("--only", nargs="+",
+                        choices=["memory", "memory-no-crisis", "sqlite", "postgres"],
+                        default=["memory", "memory-no-crisis", "sqlite", "postgres"],
                         help="Haven configurations to run (bare always runs)")
     parser.add_argument("--profile", choices=["bare", "memory", "sqlite", "postgres"],
                         help="cProfile this configuration's saturated phase")
