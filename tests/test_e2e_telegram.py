@@ -68,6 +68,15 @@ async def onboard(user: FakeUser) -> None:
     assert "all set" in visible(await user.replies())
 
 
+async def start_awareness(user: FakeUser) -> None:
+    """Onboard, then open /aware and begin: the first reflection is waiting."""
+    await onboard(user)
+    await user.send("/aware")
+    await user.replies()
+    await user.press("Let's begin")
+    await user.replies()
+
+
 async def test_onboarding_and_self_awareness_through_telegram(
     fake: FakeTelegram, bot: BotProcess, database_url: str, tmp_path: Path
 ) -> None:
@@ -109,11 +118,7 @@ async def test_a_killed_bot_continues_at_the_same_step(
     fake: FakeTelegram, bot: BotProcess
 ) -> None:
     user = fake.user(user_id=5002)
-    await onboard(user)
-    await user.send("/aware")
-    await user.replies()
-    await user.press("Let's begin")
-    await user.replies()
+    await start_awareness(user)
     await user.send(ANSWERS[0])
     replies = await user.replies()
     assert "your past" in visible(replies)
@@ -162,11 +167,7 @@ async def test_bad_input_through_telegram(fake: FakeTelegram, bot: BotProcess) -
 
 async def test_a_burst_keeps_order(fake: FakeTelegram, bot: BotProcess) -> None:
     user = fake.user(user_id=5004)
-    await onboard(user)
-    await user.send("/aware")
-    await user.replies()
-    await user.press("Let's begin")
-    await user.replies()
+    await start_awareness(user)
     for answer in ANSWERS:
         await user.send(answer)
     replies = await user.replies(timeout=20, quiet=1.0)
@@ -288,11 +289,7 @@ async def test_export_hide_and_delete_through_telegram(
     import json
 
     user = fake.user(user_id=5006)
-    await onboard(user)
-    await user.send("/aware")
-    await user.replies()
-    await user.press("Let's begin")
-    await user.replies()
+    await start_awareness(user)
     await user.send(ANSWERS[0])
     await user.replies()
 
@@ -360,11 +357,7 @@ async def test_logs_hold_no_words_and_no_token(fake: FakeTelegram, bot: BotProce
 
     sentinel = "Zq7-sentinel-words"
     user = fake.user(user_id=5008)
-    await onboard(user)
-    await user.send("/aware")
-    await user.replies()
-    await user.press("Let's begin")
-    await user.replies()
+    await start_awareness(user)
     for text in (f"{sentinel} is how I feel", f"/{sentinel.lower().replace('-', '')}",
                  f"I want to kill myself {sentinel}", sentinel * 500,
                  f"<b>{sentinel}</b> & more"):

@@ -298,8 +298,9 @@ def build_application(
 def run_telegram(settings: Settings, webhook: bool) -> int:
     from bot.app import build_engine
 
-    if webhook and not settings.webhook_secret:
-        log.error("Webhook mode needs WEBHOOK_SECRET, so Telegram's requests can be told apart")
+    if webhook and not (settings.webhook_url and settings.webhook_secret):
+        log.error("Webhook mode needs WEBHOOK_URL (where Telegram should post updates) and "
+                  "WEBHOOK_SECRET (so that Telegram's requests can be told apart)")
         return 2
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
