@@ -86,11 +86,13 @@ async def _migrate(settings: Settings) -> int:
 async def _console(settings: Settings) -> int:
     from bot.adapters.console import run_console
     from bot.app import build_engine
+    from bot.scheduler import scheduler_config
 
     engine = await build_engine(settings)
     try:
         await run_console(engine, settings.haven_console_user_id,
-                          export_dir=settings.haven_data_dir / "exports")
+                          export_dir=settings.haven_data_dir / "exports",
+                          config=scheduler_config(settings))
     finally:
         await engine.repository.close()
     return 0

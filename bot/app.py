@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.daily import PromptLibrary
 from bot.engine import Engine, EngineConfig
 from bot.flood import FloodGuard
 from bot.flows.loader import FlowError, load_flows
@@ -23,6 +24,7 @@ class Content:
     flows: dict[str, Flow]
     machines: dict[str, FlowMachine]
     renderer: Renderer
+    daily: PromptLibrary
 
 
 def load_content(
@@ -42,7 +44,8 @@ def load_content(
               for template, error in system_render_errors(renderer, default_locale)]
     if broken:
         raise FlowError("\n".join(broken))
-    return Content(flows=flows, machines=build_machines(flows), renderer=renderer)
+    daily = PromptLibrary.load(prompts_dir / default_locale / "daily" / "prompts.yaml")
+    return Content(flows=flows, machines=build_machines(flows), renderer=renderer, daily=daily)
 
 
 async def open_settings_repository(settings: Settings) -> Repository:
@@ -60,4 +63,5 @@ async def build_engine(settings: Settings) -> Engine:
     return Engine(content.flows, content.machines, content.renderer, repository,
                   EngineConfig(max_answer_chars=settings.haven_max_answer_chars),
                   flood=FloodGuard(settings.haven_flood_burst,
-                                   settings.haven_flood_period_seconds))
+                                   settings.haven_flood_period_seconds),
+                  daily=content.daily)

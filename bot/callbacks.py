@@ -18,6 +18,7 @@ _SWITCH = re.compile(r"^w:(yes|no)$")
 _JOURNAL = re.compile(r"^j:(\d{1,6})$")
 _ERASE = re.compile(r"^x:(yes|no)$")
 _CRISIS = re.compile(r"^c:(read|later|ok)$")
+_DAILY = re.compile(r"^d:(answer|skip|snooze|pause)$")
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,13 @@ class CrisisPress:
     choice: str  # "read": safe to read the resources; "later": not now; "ok": safe, continue
 
 
-Press = StepPress | FlowPress | SwitchPress | JournalPress | ErasePress | CrisisPress
+@dataclass(frozen=True)
+class DailyPress:
+    choice: str  # under a daily prompt: "answer", "skip", "snooze" or "pause"
+
+
+Press = (StepPress | FlowPress | SwitchPress | JournalPress | ErasePress | CrisisPress
+         | DailyPress)
 
 
 def step(run_id: int, step_name: str, value: str) -> str:
@@ -65,6 +72,10 @@ def flow(name: str) -> str:
 
 def switch(confirm: bool) -> str:
     return "w:yes" if confirm else "w:no"
+
+
+def daily(choice: str) -> str:
+    return _checked(f"d:{choice}")
 
 
 def crisis(choice: str) -> str:
@@ -93,6 +104,8 @@ def parse(data: str) -> Press | None:
         return ErasePress(match[1] == "yes")
     if (match := _CRISIS.match(data)) is not None:
         return CrisisPress(match[1])
+    if (match := _DAILY.match(data)) is not None:
+        return DailyPress(match[1])
     return None
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from babel.dates import format_date
@@ -31,14 +32,17 @@ from bot.answers import (
 )
 from bot.crisis.detector import Category, CrisisDetector, CrisisMatch, default_detector
 from bot.crisis_lines import lines_for
+from bot.daily import PromptLibrary
 from bot.export import export_data, export_documents
 from bot.flood import Admission, FloodGuard
 from bot.flows.machine import ANSWER, SKIP, FlowMachine, pick
 from bot.flows.spec import FOCUS_VALUES, Expects, Flow, Step
 from bot.i18n import N_, locale_display_name
 from bot.messages import Button, Incoming, InputKind, Message, Reply
+from bot.practice import DAILY, DAILY_TITLE, DailyPractice, plan_next_daily
 from bot.rendering import Renderer
-from bot.storage.models import FlowRun, User, utcnow
+from bot.schedule_times import describe, parse_clock, zones_for, zones_from_local_time
+from bot.storage.models import FlowRun, User, as_utc, utcnow
 from bot.storage.repository import HIDE_WINDOW, Repository, UnitOfWork, answers_copy
 
 log = logging.getLogger(__name__)
@@ -73,8 +77,12 @@ class Engine:
         config: EngineConfig | None = None,
         detector: CrisisDetector | None = None,
         flood: FloodGuard | None = None,
+        daily: PromptLibrary | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.flows = flows
+        self.daily = daily
+        self.clock = clock
         self.detector = detector or default_detector()
         self.flood = flood or FloodGuard()
         self.machines = machines
@@ -107,9 +115,19 @@ class Engine:
         self.repository.remember_messages(chat_id, message_ids)
 
     async def set_blocked(self, chat_id: int, blocked: bool) -> None:
-        """Telegram said the person blocked (or unblocked) Haven."""
+        """Telegram said the person blocked Haven (nothing more is sent) or came back."""
+        now = self.clock()
+
+        def mark(unit: UnitOfWork) -> None:
+            user = unit.find_user(chat_id)
+            if user is None:
+                return
+            user.blocked_at = now if blocked else None
+            if not blocked:
+                plan_next_daily(unit, user, now)
+
         try:
-            await self.repository.set_blocked(chat_id, blocked)
+            await self.repository.run(mark)
         except Exception:
             log.exception("could not record that a person blocked or unblocked Haven")
 
@@ -148,6 +166,50 @@ class Engine:
                 log.exception("turn failed", extra={"chat_kind": incoming.kind.value})
                 return self._reply_without_storage(incoming, crisis)
 
+    async def prepare_job(self, job_id: int, now: datetime,
+                          grace: timedelta) -> tuple[int, Reply] | None:
+        """The message a due job sends, and to whom; None if it is let go instead."""
+        if self.daily is None:
+            return None
+        library = self.daily
+
+        def prepare(unit: UnitOfWork) -> tuple[int, Reply] | None:
+            job = unit.job(job_id)
+            user = unit.user_by_id(job.user_id) if job is not None else None
+            if job is None or user is None or job.state != "due":
+                return None
+            if user.blocked_at or user.paused or (job.kind == DAILY and not user.daily_enabled):
+                job.state = "skipped"
+                return None
+            if now - as_utc(job.due_at) > grace:
+                log.info("a prompt missed by more than the grace window was let go")
+                job.state = "skipped"
+                plan_next_daily(unit, user, now)
+                return None
+            turn = _Turn(self, unit, Incoming(chat_id=user.chat_id, kind=InputKind.OTHER))
+            turn.user, turn.locale = user, user.language
+            practice = DailyPractice(turn, library, now)
+            prompt = library.by_id.get(job.prompt_id or "") or practice.choose()
+            practice.show(prompt)
+            job.prompt_id = prompt.id
+            return user.chat_id, turn.reply
+
+        return await self.repository.run(prepare)
+
+    async def finish_job(self, job_id: int, now: datetime, delivered: bool) -> None:
+        """Mark a job sent (or let go, if the person could not be reached); plan the next."""
+
+        def finish(unit: UnitOfWork) -> None:
+            job = unit.job(job_id)
+            if job is None:
+                return
+            job.state, job.sent_at = ("sent" if delivered else "skipped"), now
+            user = unit.user_by_id(job.user_id)
+            if user is not None and job.kind == DAILY:
+                plan_next_daily(unit, user, now)
+
+        await self.repository.run(finish)
+
     def _flood_reply(self, incoming: Incoming, admission: Admission) -> Reply:
         if admission is Admission.DROP:
             return Reply()
@@ -183,6 +245,10 @@ class UserView:
     country_name: str
     keep_reflections: bool
     language: str
+    daily_enabled: bool = False
+    daily_time: str = ""
+    timezone: str = ""
+    paused: bool = False
 
     @classmethod
     def of(cls, user: User) -> UserView:
@@ -193,6 +259,10 @@ class UserView:
             country_name=country_name(user.country),
             keep_reflections=bool(user.keep_reflections),
             language=user.language,
+            daily_enabled=bool(user.daily_enabled),
+            daily_time=user.daily_time or "",
+            timezone=user.timezone or "",
+            paused=bool(user.paused),
         )
 
 
@@ -213,12 +283,18 @@ class _Turn:
         self.locale = "en"
         self.erased = False
         self.duplicate = False
+        self.reschedule = False  # the daily prompt's time or zone changed: plan it again
+        self.now = engine.clock()
+        self.practice = (DailyPractice(self, engine.daily, self.now)
+                         if engine.daily is not None else None)
 
     # ---- entry -----------------------------------------------------------------
 
     def run(self) -> _Turn:
         """Do the turn's work inside the unit of work's transaction; returns itself."""
         self._run()
+        if self.reschedule and not self.erased:
+            plan_next_daily(self.unit, self.user, self.now)
         return self
 
     def _run(self) -> None:
@@ -235,6 +311,7 @@ class _Turn:
         self.locale = self.user.language
         if self.user.blocked_at is not None:
             self.user.blocked_at = None  # they are writing to Haven, so it may write back
+            self.reschedule = True
         if self.crisis is not None:
             self._crisis(self.crisis.category)
             return
@@ -279,6 +356,9 @@ class _Turn:
             self._progress()
         elif name == "journal":
             self._journal(0)
+        elif name in ("checkin", "pause", "resume") and self.practice is not None:
+            {"checkin": self.practice.checkin, "pause": self.practice.pause,
+             "resume": self.practice.resume}[name]()
         elif name in self.engine.commands:
             self._request_flow(self.engine.commands[name])
         else:
@@ -392,9 +472,12 @@ class _Turn:
 
     def _flow_title(self, name: str) -> str:
         flow = self.engine.flows.get(name)
-        return flow.title if flow else name
+        return flow.title if flow else DAILY_TITLE if name == "daily" else name
 
     def _answer_label(self, flow_name: str, answer: str) -> str:
+        prompt = self.engine.daily.by_id.get(answer) if self.engine.daily else None
+        if flow_name == "daily" and prompt is not None:
+            return prompt.text
         flow = self.engine.flows.get(flow_name)
         for step in flow.steps.values() if flow else ():
             if step.answer == answer and step.label:
@@ -475,9 +558,7 @@ class _Turn:
         asked = self.user.confirm_delete_at
         if asked is None:
             return False
-        if asked.tzinfo is None:  # SQLite gives back naive UTC
-            asked = asked.replace(tzinfo=UTC)
-        return datetime.now(UTC) - asked <= ERASE_WINDOW
+        return self.now - as_utc(asked) <= ERASE_WINDOW
 
     def _typed_erase_answer(self, incoming: Incoming) -> bool:
         """A typed reply to "delete everything?"; True if it was one."""
@@ -516,6 +597,9 @@ class _Turn:
             else:
                 self._request_flow(press.flow)
             return
+        if isinstance(press, callbacks.DailyPress) and self.practice is not None:
+            self.practice.press(press.choice)
+            return
         if isinstance(press, callbacks.CrisisPress):
             self._crisis_choice(press.choice)
             return
@@ -553,6 +637,9 @@ class _Turn:
         elif self._is_offered(step, value):
             self._advance(flow, run, step, ANSWER, value)
             return
+        elif (pressed := self._pressed_value(run, step, value)) is not None:
+            self._advance(flow, run, step, ANSWER, pressed)
+            return
         self._stale_button()
 
     def _is_offered(self, step: Step, value: str) -> bool:
@@ -560,6 +647,17 @@ class _Turn:
         if step.expects is Expects.COUNTRY:
             return step.choice(value) is not None
         return step.expects is Expects.LANGUAGE and value in self.engine.renderer.locales
+
+    def _pressed_value(self, run: FlowRun, step: Step, value: str) -> str | None:
+        """What a time or time-zone button stands for, if this step offers it."""
+        if step.expects is Expects.TIME and step.choice(value) is not None:
+            when = _clock_value(value)
+            return when.strftime("%H:%M") if when else None
+        if step.expects is Expects.TIMEZONE and value.startswith("z") and value[1:].isdigit():
+            zones = run.answers.get("_zones") or []
+            index = int(value[1:])
+            return str(zones[index]) if index < len(zones) else None
+        return None
 
     def _answer_switch(self, confirm: bool) -> None:
         target = self.user.pending_flow
@@ -573,6 +671,9 @@ class _Turn:
         if current is not None:
             self._say("system/stay.j2", flow_title=self._t(self.engine.flows[current].title))
         self._repeat_current_step()
+
+    def stale_button(self) -> None:
+        self._stale_button()
 
     def _stale_button(self) -> None:
         self.reply.notice = self._t(N_("That button is from an earlier message."))
@@ -643,10 +744,33 @@ class _Turn:
                           labels=[locale_display_name(code) for code in locales])
                 return
             self._advance(flow, run, step, ANSWER, locale)
+        elif step.expects is Expects.TIME:
+            index = match_label(typed, [self._t(choice.label) for choice in step.choices])
+            when = parse_clock(typed) if index is None else _clock_value(step.choices[index].value)
+            if when is None:
+                self._say("system/expected_time.j2", buttons=buttons)
+                return
+            self._advance(flow, run, step, ANSWER, when.strftime("%H:%M"))
+        elif step.expects is Expects.TIMEZONE:
+            self._typed_zone(flow, run, step, typed)
+
+    def _typed_zone(self, flow: Flow, run: FlowRun, step: Step, typed: str) -> None:
+        """A city, country or the local time now: one match moves on, several are offered."""
+        zones = zones_for(typed) or zones_from_local_time(self.now, typed)
+        if len(zones) == 1:
+            self._advance(flow, run, step, ANSWER, zones[0])
+            return
+        answers = answers_copy(run.answers)
+        answers["_zones"] = zones[:4]
+        run.answers = answers
+        self._say("system/expected_zone.j2", buttons=self._step_buttons(flow, run, step),
+                  zones=[describe(zone, self.now) for zone in zones[:4]])
 
     def _text_outside_flow(self, typed: str) -> None:
         if not self.user.onboarded:
             self._enter(ONBOARDING, resume_note=False)
+            return
+        if typed and self.practice is not None and self.practice.answer(typed):
             return
         menu_flows = [flow for flow in self.engine.flows.values() if flow.in_menu]
         index = match_label(typed, [self._t(flow.title) for flow in menu_flows]) if typed else None
@@ -709,6 +833,15 @@ class _Turn:
         elif step.profile == "language":
             self.user.language = str(value)
             self.locale = self.user.language
+        elif step.profile == "daily_enabled":
+            self.user.daily_enabled = value in ("yes", True)
+            self.reschedule = True
+        elif step.profile == "daily_time":
+            self.user.daily_time = str(value)
+            self.reschedule = True
+        elif step.profile == "timezone":
+            self.user.timezone = str(value)
+            self.reschedule = True
         if step.answer:
             answers = answers_copy(run.answers)
             answers[step.answer] = value
@@ -743,6 +876,11 @@ class _Turn:
         elif step.expects is Expects.LANGUAGE:
             locales = self.engine.renderer.locales
             rows += _rows([button(locale_display_name(code), code) for code in locales], 2)
+        elif step.expects is Expects.TIME:
+            rows += _rows([button(self._t(c.label), c.value) for c in step.choices], 2)
+        elif step.expects is Expects.TIMEZONE:
+            zones = run.answers.get("_zones") or []
+            rows += [(button(zone, f"z{index}"),) for index, zone in enumerate(zones)]
         if step.skippable:
             rows.append((button(self._t(SKIP_LABEL), callbacks.SKIP_VALUE),))
         return tuple(rows)
@@ -759,12 +897,21 @@ class _Turn:
     def _t(self, message: str) -> str:
         return self.engine.renderer.gettext(self.locale, message)
 
+    # What bot.practice, working inside a turn, may use.
+    say = _say
+    t = _t
+
     def _resources(self, topic: str | None = None) -> dict[str, Any]:
         return resources_view(lines_for(self.user.country, topic))
 
     def _commands(self) -> list[dict[str, str]]:
         return [{"command": f"/{command}", "description": self._t(description)}
                 for command, description in self.engine.command_menu()]
+
+
+def _clock_value(value: str) -> time | None:
+    """A time button's value, "0830", as a time."""
+    return parse_clock(f"{value[:2]}:{value[2:]}") if len(value) == 4 and value.isdigit() else None
 
 
 def _rows(buttons: list[Button], per_row: int) -> list[tuple[Button, ...]]:

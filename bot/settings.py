@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     haven_console_user_id: int = 1
     haven_max_answer_chars: int = Field(default=2000, ge=100, le=4000)
     haven_encryption_keys: str | None = Field(default=None, repr=False)
+    haven_prompt_rate_per_second: float = Field(default=25.0, gt=0, le=1000)
+    haven_scheduler_poll_seconds: float = Field(default=15.0, gt=0, le=30)
+    haven_catch_up_hours: float = Field(default=3.0, ge=0)
     haven_flood_burst: int = Field(default=10, ge=1)
     haven_flood_period_seconds: float = Field(default=10.0, gt=0)
 

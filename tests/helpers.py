@@ -67,4 +67,4 @@ async def migrated(url: str, cipher: MultiFernet) -> Repository:
 def make_engine(content: Content, repository: Repository) -> Engine:
     """The real engine; flood control is relaxed, since tests type far faster than people."""
     return Engine(content.flows, content.machines, content.renderer, repository,
-                  flood=FloodGuard(burst=100_000))
+                  flood=FloodGuard(burst=100_000), daily=content.daily)

@@ -22,7 +22,9 @@ ANSWERS = {
 }
 
 
-async def onboard(chat: ConsoleChat, keep: str = "Yes, keep them", focus: str = "Partner") -> None:
+async def onboard(chat: ConsoleChat, keep: str = "Yes, keep them", focus: str = "Partner",
+                  daily: tuple[str, str] | None = None) -> None:
+    """Through /start; `daily` = (time, place) opts in to the daily prompt."""
     reply = await chat.send("/start")
     assert "not therapy" in texts(reply)
     assert "not a crisis service" in texts(reply)
@@ -35,6 +37,13 @@ async def onboard(chat: ConsoleChat, keep: str = "Yes, keep them", focus: str = 
     reply = await chat.send(focus)
     assert "United Kingdom" in labels(reply)
     reply = await chat.send("new zealand")
+    assert "daily prompt" in texts(reply)
+    if daily is None:
+        reply = await chat.send("Not for now")
+    else:
+        await chat.send("Yes, once a day")
+        await chat.send(daily[0])
+        reply = await chat.send(daily[1])
     assert "all set" in texts(reply)
     assert "/aware" in texts(reply)
 
@@ -135,6 +144,7 @@ async def test_buttons_and_typing_reach_the_same_place(
     assert "Partner" in labels(reply)
     reply = await chat.send("3")  # Friend
     reply = await chat.send("Skip")
+    reply = await chat.send("no")  # typing the start of "Not for now"
     assert "all set" in texts(reply)
     user = await stored_user(repository, chat.user_id)
     assert (user.focus, user.country, user.keep_reflections) == ("friend", None, True)

@@ -14,6 +14,8 @@ from bot.crisis import Category, CrisisDetector, CrisisMatch, default_detector
 
 CORPUS_PATH = Path(__file__).resolve().parent / "data" / "crisis_corpus.yaml"
 BLIND_PATH = Path(__file__).resolve().parent / "data" / "crisis_blind.yaml"
+# Second blind set, written before reading the rules; its `test` half was measured once.
+BLIND2_PATH = Path(__file__).resolve().parent / "data" / "crisis_blind2.yaml"
 MAX_FALSE_POSITIVE_RATE = 0.05
 
 
@@ -41,19 +43,26 @@ CORPUS = _corpus()
 POSITIVES = _positives(CORPUS)
 NEGATIVES: list[str] = CORPUS["negative"]
 BLIND = _load(BLIND_PATH)
+BLIND2 = _load(BLIND2_PATH)
+BLIND_SETS = {"blind": BLIND, "blind2": BLIND2}
 BLIND_POSITIVES = {half: _positives(BLIND[half]) for half in ("train", "test")}
+BLIND2_POSITIVES = {half: _positives(BLIND2[half]) for half in ("train", "test")}
 # Every labelled positive that must be caught: corpus, its former held-out set, both blind halves.
 ALL_POSITIVES = (
     POSITIVES
     + _positives(CORPUS.get("held_out") or {})
     + BLIND_POSITIVES["train"]
     + BLIND_POSITIVES["test"]
+    + BLIND2_POSITIVES["train"]
+    + BLIND2_POSITIVES["test"]
 )
 ALL_NEGATIVES: list[str] = (
     NEGATIVES
     + list((CORPUS.get("held_out") or {}).get("negative", []))
     + BLIND["train"]["negative"]
     + BLIND["test"]["negative"]
+    + BLIND2["train"]["negative"]
+    + BLIND2["test"]["negative"]
 )
 
 
@@ -92,27 +101,31 @@ def test_every_positive_is_caught_with_the_right_category(detector: CrisisDetect
     )
 
 
-def test_blind_set_has_the_required_size() -> None:
+@pytest.mark.parametrize("name", ["blind", "blind2"])
+def test_blind_set_has_the_required_size(name: str) -> None:
+    data = BLIND_SETS[name]
     for half in ("train", "test"):
-        counts = {c: sum(1 for _, cat in BLIND_POSITIVES[half] if cat is c) for c in Category}
+        positives = _positives(data[half])
+        counts = {c: sum(1 for _, cat in positives if cat is c) for c in Category}
         assert counts[Category.SELF_HARM] >= 20
         assert counts[Category.HARM_TO_OTHERS] >= 10
         assert counts[Category.ABUSE] >= 17
         assert counts[Category.CHILD_AT_RISK] >= 10
-        assert len(BLIND[half]["negative"]) >= 22
+        assert len(data[half]["negative"]) >= 22
 
 
+@pytest.mark.parametrize("name", ["blind", "blind2"])
 @pytest.mark.parametrize("half", ["train", "test"])
 def test_every_blind_positive_is_caught_with_the_right_category(
-    detector: CrisisDetector, half: str
+    detector: CrisisDetector, name: str, half: str
 ) -> None:
-    positives = BLIND_POSITIVES[half]
+    positives = _positives(BLIND_SETS[name][half])
     misses = []
     for message, expected in positives:
         got = _category(detector, message)
         if got is not expected:
             misses.append(f"  [{expected.value}] got {got and got.value}: {message!r}")
-    assert not misses, f"{len(misses)} of {len(positives)} blind {half} positives missed:\n" + (
+    assert not misses, f"{len(misses)} of {len(positives)} {name} {half} positives missed:\n" + (
         "\n".join(misses)
     )
 
@@ -126,7 +139,7 @@ def test_every_held_out_positive_is_caught_with_the_right_category(
 
 
 def test_false_positive_rate_on_negatives(detector: CrisisDetector) -> None:
-    """Over every negative: corpus, former held-out, both blind halves."""
+    """Over every negative: corpus, former held-out, both halves of both blind sets."""
     hits = [(m, detector.detect(m)) for m in ALL_NEGATIVES]
     false_alarms = [f"  {match.rule}: {m!r}" for m, match in hits if match]
     rate = len(false_alarms) / len(ALL_NEGATIVES)

@@ -65,6 +65,8 @@ async def onboard(user: FakeUser) -> None:
     await user.press("Friend")
     await user.replies()
     await user.press("Ireland")
+    assert "daily prompt" in visible(await user.replies())
+    await user.press("Not for now")
     assert "all set" in visible(await user.replies())
 
 
@@ -267,7 +269,7 @@ def test_the_console_entry_point(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DATABASE_"))}
     env["HAVEN_DATA_DIR"] = str(tmp_path)
     env["HAVEN_FLOOD_BURST"] = "1000"  # piped lines arrive faster than anyone types
-    typed = ["1", "2", "1", "Germany", "/aware", "1", *ANSWERS, "/quit"]
+    typed = ["1", "2", "1", "Germany", "2", "/aware", "1", *ANSWERS, "/quit"]
     result = subprocess.run([sys.executable, "-m", "bot", "console"], cwd=PROJECT_ROOT, env=env,
                             input="\n".join(typed) + "\n", capture_output=True, text=True,
                             timeout=120)

@@ -41,7 +41,8 @@ def make_flow(tmp_path: Path, yaml_text: str, templates: dict[str, str] | None =
     (dialogs / "demo.yaml").write_text(textwrap.dedent(yaml_text))
     for step, body in (templates or {"ask": "Go?", "write": "Write.", "bye": "Bye."}).items():
         (prompts / f"{step}.j2").write_text(body)
-    (prompts.parent / "system").symlink_to(PROJECT_ROOT / "prompts" / "en" / "system")
+    for shared in ("system", "daily"):
+        (prompts.parent / shared).symlink_to(PROJECT_ROOT / "prompts" / "en" / shared)
     return tmp_path
 
 

@@ -10,6 +10,7 @@ from typing import TextIO
 from bot.adapters.plain_text import html_to_text
 from bot.engine import Engine
 from bot.messages import Button, Document, Incoming, InputKind, Reply, text
+from bot.scheduler import Scheduler, SchedulerConfig
 
 QUIT_WORDS = frozenset({"/quit", "/exit"})
 
@@ -70,18 +71,30 @@ class ConsoleChat:
 
 
 async def run_console(engine: Engine, user_id: int, first_name: str = "",
-                      export_dir: Path | None = None) -> None:
+                      export_dir: Path | None = None,
+                      config: SchedulerConfig | None = None) -> None:
     out = sys.stdout
     out.write("Haven in your terminal. Type your answers; type a number to pick an option; "
               "/help for crisis lines, /quit to leave.\n")
     chat = ConsoleChat(engine, user_id, out, first_name=first_name, export_dir=export_dir)
     await chat.send("/start")
+
+    async def show_prompt(chat_id: int, reply: Reply) -> bool:
+        if chat_id != user_id:
+            return False  # someone else's prompt, from a shared database: not for this terminal
+        chat.show(reply)
+        out.write("\nYou: ")
+        out.flush()
+        return True
+
+    background = asyncio.create_task(Scheduler(engine, show_prompt, config).run_forever())
     loop = asyncio.get_running_loop()
     while True:
         out.write("\nYou: ")
         out.flush()
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if not line or line.strip().lower() in QUIT_WORDS:
+            background.cancel()
             out.write("\nTake care. Your progress is saved; come back any time.\n")
             return
         await chat.send(line.rstrip("\n"))

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
+from aiolimiter import AsyncLimiter
 from telegram import (
     Bot,
     BotCommand,
@@ -40,6 +41,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from bot.adapters.splitting import TELEGRAM_LIMIT, split_html, visible_length
 from bot.engine import Engine
 from bot.messages import Incoming, InputKind, Message, Reply, text
+from bot.scheduler import Scheduler, scheduler_config
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -140,7 +142,7 @@ class TelegramAdapter:
             await self._on_press(update.callback_query, update.update_id, context)
         elif update.message is not None:
             reply = await self.engine.handle(incoming_from(update.message, update.update_id))
-            await self._send(context, chat.id, reply)
+            await self.send(context.bot, chat.id, reply)
         elif update.my_chat_member is not None:
             status = update.my_chat_member.new_chat_member.status
             await self.engine.set_blocked(chat.id, status in ("kicked", "left"))
@@ -166,10 +168,10 @@ class TelegramAdapter:
             except BadRequest as error:
                 log.info("could not remove an old keyboard: %s", error.message)
         chat_id = query.message.chat.id if query.message else user.id
-        await self._send(context, chat_id, reply)
+        await self.send(context.bot, chat_id, reply)
 
-    async def _send(self, context: ContextTypes.DEFAULT_TYPE, chat_id: int, reply: Reply) -> None:
-        bot = context.bot
+    async def send(self, bot: Bot, chat_id: int, reply: Reply) -> bool:
+        """Send a reply; False if the person has blocked Haven."""
         assert isinstance(bot, HavenBot)
         sent: list[int] = []
         try:
@@ -187,9 +189,11 @@ class TelegramAdapter:
         except Forbidden:
             log.info("the person has blocked Haven; nothing more is sent")
             await self.engine.set_blocked(chat_id, True)
+            return False
         finally:
             if sent and reply.remember_sent:
                 self.engine.remember_sent(chat_id, sent)
+        return True
 
     async def _delete(self, bot: Bot, chat_id: int, message_ids: list[int]) -> None:
         """Delete what Telegram still lets a bot delete; ids it refuses are skipped."""
@@ -269,8 +273,25 @@ def build_application(
     adapter = TelegramAdapter(engine)
     base = settings.telegram_api_base_url
 
+    background: list[asyncio.Task[None]] = []
+    lane = AsyncLimiter(settings.haven_prompt_rate_per_second, 1)
+
+    async def send_prompt(chat_id: int, reply: Reply) -> bool:
+        # Scheduled prompts go out through their own lane, below Telegram's limit of about
+        # 30 messages a second, so that replies to people who just wrote are never queued
+        # behind a fan-out.
+        async with lane:
+            return await adapter.send(application.bot, chat_id, reply)
+
     async def post_init(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         await adapter.set_commands(application)
+        if engine.daily is not None:
+            scheduler = Scheduler(engine, send_prompt, scheduler_config(settings))
+            background.append(asyncio.create_task(scheduler.run_forever(), name="scheduler"))
+
+    async def post_stop(_application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        for task in background:
+            task.cancel()
 
     async def post_shutdown(_application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         await engine.repository.close()
@@ -286,6 +307,7 @@ def build_application(
         .bot(bot)
         .concurrent_updates(PerChatUpdateProcessor())
         .post_init(post_init)
+        .post_stop(post_stop)
         .post_shutdown(post_shutdown)
     )
     if not polling:

@@ -69,6 +69,8 @@ def build_webhook_app(
         log.info("Haven is listening for Telegram's webhook on port %s", settings.port)
 
     async def on_cleanup(_app: web.Application) -> None:
+        if application.post_stop is not None:
+            await application.post_stop(application)
         await application.stop()
         await application.shutdown()
         if application.post_shutdown is not None:

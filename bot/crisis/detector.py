@@ -239,6 +239,28 @@ def split_alternatives(pattern: str) -> list[str]:
     return branches
 
 
+def _compile_signals(
+    cues: list[Mapping[str, Any]], rules: RuleSet
+) -> tuple[re.Pattern[str], list[str], list[int]]:
+    """One regex for a category's weak cues, with each cue's id and weight."""
+    pattern, ids = rules.compile_rules([(c["id"], rules.expand(c["pattern"])) for c in cues])
+    return pattern, ids, [int(c.get("weight", 1)) for c in cues]
+
+
+def _score(
+    text: str, threshold: int, pattern: re.Pattern[str], ids: list[str], weights: list[int]
+) -> str | None:
+    """A rule id when the distinct weak cues in `text` weigh `threshold` or more."""
+    seen: dict[int, None] = {}
+    for match in pattern.finditer(text):
+        if match.lastgroup is not None:
+            seen[int(match.lastgroup[1:])] = None
+    if sum(weights[i] for i in seen) < threshold:
+        return None
+    top = sorted(seen, key=lambda i: -weights[i])[:2]
+    return "+".join(ids[i] for i in top)
+
+
 # --- the detector ------------------------------------------------------------------------
 
 
@@ -259,6 +281,10 @@ class CrisisDetector:
             category: rules.compile_rules(sources)
             for category, sources in _category_sources(data, rules).items()
         }
+        self._signals = [
+            (Category(name), int(spec["threshold"]), *_compile_signals(spec["cues"], rules))
+            for name, spec in (data.get("signals") or {}).items()
+        ]
 
     def normalise(self, text: str) -> str:
         """The canonical text the rules see (reassurance and idioms not yet removed)."""
@@ -271,6 +297,9 @@ class CrisisDetector:
         canonical = self._reassurance.sub(".", self._normalise(text))
         canonical = self._idioms.sub(".", canonical)
         found = {category: self._search(category, canonical) for category in Category}
+        for category, threshold, pattern, ids, weights in self._signals:
+            if not found[category]:
+                found[category] = _score(canonical, threshold, pattern, ids, weights)
         for source, target, marker in self._escalations:
             rule = found[source]
             if rule and not found[target] and self._markers[marker].search(canonical):

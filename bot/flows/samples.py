@@ -18,7 +18,8 @@ def sample_users() -> Iterator[Any]:
         for keep in (True, False):
             yield UserView(first_name="Sam", focus=focus, country="GB" if keep else "none",
                            country_name="United Kingdom" if keep else "", keep_reflections=keep,
-                           language="en")
+                           language="en", daily_enabled=keep, daily_time="08:00" if keep else "",
+                           timezone="Europe/London" if keep else "", paused=not keep)
 
 
 def sample_answers(flow: Flow) -> dict[str, Any]:
@@ -124,6 +125,16 @@ SYSTEM_SAMPLES: dict[str, list[dict[str, Any]]] = {
     "system/crisis_later.j2": [{"resources": {"emergency": "999"}}],
     "system/crisis_continue.j2": [{}],
     "system/slow_down.j2": [{}],
+    "system/expected_time.j2": [{}],
+    "system/expected_zone.j2": [{"zones": []}, {"zones": ["Europe/London (now 21:40)"]}],
+    "daily/prompt.j2": [{"prompt": {"text": SAMPLE_TEXT}, "intro": intro, "discreet": False}
+                        for intro in (True, False)],
+    "daily/answer_now.j2": [{"prompt": {"text": SAMPLE_TEXT}}],
+    "daily/skipped.j2": [{}],
+    "daily/snoozed.j2": [{}],
+    "daily/paused.j2": [{}],
+    "daily/resumed.j2": [{"next_due": "08:00"}, {"next_due": None}],
+    "daily/thanks.j2": [{"kept": True}, {"kept": False}],
     "system/export.j2": [{"reflections": 0}, {"reflections": 1}, {"reflections": 7}],
     "system/delete_confirm.j2": [{"reflections": 0}, {"reflections": 1}, {"reflections": 7}],
     "system/deleted.j2": [{}],

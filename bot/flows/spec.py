@@ -12,10 +12,13 @@ class Expects(StrEnum):
     SCALE = "scale"
     COUNTRY = "country"
     LANGUAGE = "language"
+    TIME = "time"  # a time of day: buttons for a few, or typed ("8:30", "9pm")
+    TIMEZONE = "timezone"  # a typed city, country or the local time now
     NOTHING = "nothing"
 
 
-PROFILE_FIELDS = frozenset({"focus", "country", "keep_reflections", "language"})
+PROFILE_FIELDS = frozenset({"focus", "country", "keep_reflections", "language",
+                            "daily_enabled", "daily_time", "timezone"})
 FOCUS_VALUES = ("partner", "family", "friend", "work", "healing")
 
 

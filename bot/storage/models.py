@@ -5,10 +5,20 @@ Everything a person writes (and the name Telegram gives) is encrypted at rest.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bot.storage.crypto import EncryptedJSON, EncryptedText
@@ -16,6 +26,11 @@ from bot.storage.crypto import EncryptedJSON, EncryptedText
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite gives datetimes back without their zone; everything stored is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):
@@ -40,6 +55,12 @@ class User(Base):
     pending_flow: Mapped[str | None] = mapped_column(String(32))
     # Telegram's ids of this person's last few updates, to recognise a second delivery.
     recent_updates: Mapped[list[int]] = mapped_column(JSON, default=list, nullable=False)
+    # The daily prompt: on or off, the local time (HH:MM) in `timezone`, and a pause.
+    daily_enabled: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    daily_time: Mapped[str | None] = mapped_column(String(5))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # The prompt sent most recently, which a typed reply outside any flow answers.
+    open_prompt: Mapped[str | None] = mapped_column(String(32))
     # Set when Telegram says the person blocked Haven: nothing is sent until they return.
     blocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Which crisis buttons were just shown ("safe_to_read" or "continue"), so typing works too.
@@ -113,3 +134,28 @@ class CrisisEvent(Base):
                                          index=True)
     category: Mapped[str] = mapped_column(String(20), nullable=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ScheduledJob(Base):
+    """Something to send at a time: a daily prompt, or a snoozed one.
+
+    A worker claims due rows (PostgreSQL: FOR UPDATE SKIP LOCKED), sends, and marks them
+    sent; a claim older than the lease is taken to have died with its worker and is
+    claimed again. At most one daily prompt per person per local day (the unique key).
+    """
+
+    __tablename__ = "scheduled_jobs"
+    __table_args__ = (
+        Index("ix_scheduled_jobs_due", "state", "due_at"),
+        Index("uq_scheduled_jobs_daily", "user_id", "kind", "local_date", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # "daily" or "snooze"
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    local_date: Mapped[date | None] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(String(8), default="due", nullable=False)  # due/sent/skipped
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    prompt_id: Mapped[str | None] = mapped_column(String(32))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from cryptography.fernet import MultiFernet
@@ -26,6 +26,7 @@ from bot.storage.models import (
     CrisisEvent,
     FlowRun,
     Reflection,
+    ScheduledJob,
     User,
     utcnow,
 )
@@ -207,9 +208,85 @@ class UnitOfWork:
     def forget_messages(self, user: User) -> None:
         self.session.execute(delete(ChatMessage).where(ChatMessage.user_id == user.id))
 
+    # ---- scheduled work ------------------------------------------------------------
+
+    def due_job(self, user: User, kind: str) -> ScheduledJob | None:
+        return self.session.execute(
+            select(ScheduledJob).where(ScheduledJob.user_id == user.id, ScheduledJob.kind == kind,
+                                       ScheduledJob.state == "due")
+            .order_by(ScheduledJob.due_at).limit(1)
+        ).scalar_one_or_none()
+
+    def plan_job(self, user: User, kind: str, due_at: datetime, local_date: date | None = None,
+                 prompt_id: str | None = None) -> None:
+        """Add a job; a second daily prompt for the same local day is quietly not added."""
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.session.execute(
+            insert(ScheduledJob).values(user_id=user.id, kind=kind, due_at=due_at,
+                                        local_date=local_date, state="due", prompt_id=prompt_id)
+            .on_conflict_do_nothing()
+        )
+
+    def daily_done_on(self, user: User, day: date) -> bool:
+        """Whether the daily prompt for local `day` was already sent (or let go)."""
+        return self.session.execute(
+            select(ScheduledJob.id).where(ScheduledJob.user_id == user.id,
+                                          ScheduledJob.kind == "daily",
+                                          ScheduledJob.local_date == day,
+                                          ScheduledJob.state != "due").limit(1)
+        ).first() is not None
+
+    def record_daily_sent(self, user: User, day: date, prompt_id: str, now: datetime) -> None:
+        """Today's prompt was given now (by /checkin): record it as the day's one prompt."""
+        job = self.session.execute(
+            select(ScheduledJob).where(ScheduledJob.user_id == user.id,
+                                       ScheduledJob.kind == "daily", ScheduledJob.local_date == day)
+        ).scalar_one_or_none()
+        if job is None:
+            job = ScheduledJob(user_id=user.id, kind="daily", due_at=now, local_date=day)
+            self.session.add(job)
+        job.state, job.sent_at, job.prompt_id = "sent", now, prompt_id
+
+    def keep_daily_reflection(self, user: User, theme: str, prompt_id: str, text: str) -> None:
+        self.session.add(Reflection(user_id=user.id, flow="daily", step=theme,
+                                    question=prompt_id, text=text))
+
+    def cancel_jobs(self, user: User, kind: str) -> None:
+        self.session.execute(delete(ScheduledJob).where(
+            ScheduledJob.user_id == user.id, ScheduledJob.kind == kind,
+            ScheduledJob.state == "due"))
+
+    def claim_due_jobs(self, now: datetime, lease: timedelta, limit: int) -> list[int]:
+        """Claim up to `limit` due jobs; another worker's live claims are skipped, not waited on."""
+        rows = self.session.execute(
+            select(ScheduledJob)
+            .where(ScheduledJob.state == "due", ScheduledJob.due_at <= now,
+                   (ScheduledJob.claimed_at.is_(None)) | (ScheduledJob.claimed_at < now - lease))
+            .order_by(ScheduledJob.due_at).limit(limit)
+            .with_for_update(skip_locked=True)
+        ).scalars().all()
+        for job in rows:
+            job.claimed_at = now
+        return [job.id for job in rows]
+
+    def job(self, job_id: int) -> ScheduledJob | None:
+        return self.session.get(ScheduledJob, job_id)
+
+    def user_by_id(self, user_id: int) -> User | None:
+        return self.session.get(User, user_id)
+
+    def sent_prompts(self, user: User, since: datetime) -> list[tuple[str, datetime]]:
+        rows = self.session.execute(
+            select(ScheduledJob.prompt_id, ScheduledJob.sent_at)
+            .where(ScheduledJob.user_id == user.id, ScheduledJob.state == "sent",
+                   ScheduledJob.sent_at >= since, ScheduledJob.prompt_id.is_not(None))
+        ).all()
+        return [(str(prompt_id), sent_at) for prompt_id, sent_at in rows if sent_at is not None]
+
     def erase(self, user: User) -> None:
         """Remove the person and everything of theirs (every table cascades from users)."""
-        for table in (ChatMessage, CrisisEvent, Reflection, FlowRun):
+        for table in (ChatMessage, CrisisEvent, Reflection, FlowRun, ScheduledJob):
             self.session.execute(delete(table).where(table.user_id == user.id))
         self.session.execute(delete(User).where(User.id == user.id))
         self.session.expunge_all()  # nothing of theirs may be written back
@@ -269,14 +346,6 @@ class Repository:
         pending, self._sent = self._sent, {}
         if pending:
             await self.run(lambda unit: unit.remember_messages(pending))
-
-    async def set_blocked(self, chat_id: int, blocked: bool) -> None:
-        def mark(unit: UnitOfWork) -> None:
-            user = unit.find_user(chat_id)
-            if user is not None:
-                user.blocked_at = utcnow() if blocked else None
-
-        await self.run(mark)
 
     async def after_erase(self) -> None:
         """Make sure erased rows leave no bytes behind."""
