@@ -374,3 +374,49 @@ async def test_logs_hold_no_words_and_no_token(fake: FakeTelegram, bot: BotProce
     assert TOKEN not in log and TOKEN.split(":")[1] not in log
     lines = [line for line in log.splitlines() if line.strip()]
     assert lines and all(json.loads(line)["level"] for line in lines), "structured: JSON lines"
+
+
+async def test_the_daily_prompt_arrives_once_at_local_time_across_a_restart(
+    fake: FakeTelegram, tmp_path: Path
+) -> None:
+    """A new user picks a time a minute ahead; the bot restarts before it; it arrives once."""
+    from datetime import UTC, datetime, timedelta
+
+    process = BotProcess(fake, f"sqlite:///{tmp_path / 'haven.sqlite3'}", tmp_path,
+                         HAVEN_SCHEDULER_POLL_SECONDS="0.5")
+    await process.start()
+    try:
+        user = fake.user(user_id=5009)
+        await user.send("/start")
+        await user.replies()
+        for label in ("Sounds good", "Yes, keep them", "Friend", "Skip", "Yes, once a day"):
+            await user.press(label)
+            await user.replies()
+        due = datetime.now(UTC) + timedelta(minutes=1)
+        await user.send(due.strftime("%H:%M"))
+        await user.replies()
+        await user.send("Reykjavik")  # UTC all year round
+        assert "all set" in visible(await user.replies())
+
+        await process.kill()
+        await process.start()
+        prompt = None
+        for _ in range(180):
+            prompts = [m for m in user.chat if m.text and "question for today" in m.text]
+            if prompts:
+                prompt = prompts[0]
+                break
+            await asyncio.sleep(0.5)
+        assert prompt is not None, "the prompt arrived"
+        arrived = datetime.fromtimestamp(prompt.date, UTC)
+        assert arrived >= due.replace(second=0, microsecond=0)
+        assert prompt.labels == [["Answer", "Skip today"], ["Ask me in an hour", "Pause prompts"]]
+        await asyncio.sleep(2)
+        assert len([m for m in user.chat if m.text and "question for today" in m.text]) == 1
+
+        await user.press("Answer")
+        await user.replies()
+        await user.send("We laughed together at dinner.")
+        assert "journal" in visible(await user.replies())
+    finally:
+        await process.stop()
