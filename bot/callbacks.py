@@ -18,7 +18,7 @@ _SWITCH = re.compile(r"^w:(yes|no)$")
 _JOURNAL = re.compile(r"^j:(\d{1,6})$")
 _ERASE = re.compile(r"^x:(yes|no)$")
 _CRISIS = re.compile(r"^c:(read|later|ok)$")
-_DAILY = re.compile(r"^d:(answer|skip|snooze|pause)$")
+_DAILY = re.compile(r"^d:(answer|skip|snooze|pause|show|week)$")
 
 
 @dataclass(frozen=True)

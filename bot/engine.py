@@ -39,7 +39,16 @@ from bot.flows.machine import ANSWER, SKIP, FlowMachine, pick
 from bot.flows.spec import FOCUS_VALUES, Expects, Flow, Step
 from bot.i18n import N_, locale_display_name
 from bot.messages import Button, Incoming, InputKind, Message, Reply
-from bot.practice import DAILY, DAILY_TITLE, DailyPractice, plan_next_daily
+from bot.practice import (
+    DAILY,
+    DAILY_TITLE,
+    WEEKLY,
+    DailyPractice,
+    plan_all,
+    plan_next_daily,
+    plan_next_weekly,
+    quiet_until,
+)
 from bot.rendering import Renderer
 from bot.schedule_times import describe, parse_clock, zones_for, zones_from_local_time
 from bot.storage.models import FlowRun, User, as_utc, utcnow
@@ -124,7 +133,7 @@ class Engine:
                 return
             user.blocked_at = now if blocked else None
             if not blocked:
-                plan_next_daily(unit, user, now)
+                plan_all(unit, user, now)
 
         try:
             await self.repository.run(mark)
@@ -178,20 +187,31 @@ class Engine:
             user = unit.user_by_id(job.user_id) if job is not None else None
             if job is None or user is None or job.state != "due":
                 return None
-            if user.blocked_at or user.paused or (job.kind == DAILY and not user.daily_enabled):
+            unwanted = ((job.kind == DAILY and not user.daily_enabled)
+                        or (job.kind == WEEKLY and user.weekly_day is None))
+            if user.blocked_at or user.paused or unwanted:
                 job.state = "skipped"
                 return None
             if now - as_utc(job.due_at) > grace:
                 log.info("a prompt missed by more than the grace window was let go")
                 job.state = "skipped"
-                plan_next_daily(unit, user, now)
+                if job.kind == DAILY:
+                    plan_next_daily(unit, user, now)
+                elif job.kind == WEEKLY:
+                    plan_next_weekly(unit, user, now)
+                return None
+            if (later := quiet_until(user, now)) is not None:
+                job.due_at, job.claimed_at = later, None  # after the quiet hours, then
                 return None
             turn = _Turn(self, unit, Incoming(chat_id=user.chat_id, kind=InputKind.OTHER))
             turn.user, turn.locale = user, user.language
             practice = DailyPractice(turn, library, now)
-            prompt = library.by_id.get(job.prompt_id or "") or practice.choose()
-            practice.show(prompt)
-            job.prompt_id = prompt.id
+            if job.kind == WEEKLY:
+                practice.weekly(discreet=user.discreet)
+            else:
+                prompt = library.by_id.get(job.prompt_id or "") or practice.choose()
+                practice.show(prompt, discreet=user.discreet)
+                job.prompt_id = prompt.id
             return user.chat_id, turn.reply
 
         return await self.repository.run(prepare)
@@ -207,6 +227,8 @@ class Engine:
             user = unit.user_by_id(job.user_id)
             if user is not None and job.kind == DAILY:
                 plan_next_daily(unit, user, now)
+            elif user is not None and job.kind == WEEKLY:
+                plan_next_weekly(unit, user, now)
 
         await self.repository.run(finish)
 
@@ -249,6 +271,10 @@ class UserView:
     daily_time: str = ""
     timezone: str = ""
     paused: bool = False
+    quiet_start: str = ""
+    quiet_end: str = ""
+    weekly_day: int | None = None
+    discreet: bool = False
 
     @classmethod
     def of(cls, user: User) -> UserView:
@@ -263,6 +289,10 @@ class UserView:
             daily_time=user.daily_time or "",
             timezone=user.timezone or "",
             paused=bool(user.paused),
+            quiet_start=user.quiet_start or "",
+            quiet_end=user.quiet_end or "",
+            weekly_day=user.weekly_day,
+            discreet=bool(user.discreet),
         )
 
 
@@ -294,7 +324,7 @@ class _Turn:
         """Do the turn's work inside the unit of work's transaction; returns itself."""
         self._run()
         if self.reschedule and not self.erased:
-            plan_next_daily(self.unit, self.user, self.now)
+            plan_all(self.unit, self.user, self.now)
         return self
 
     def _run(self) -> None:
@@ -842,6 +872,17 @@ class _Turn:
         elif step.profile == "timezone":
             self.user.timezone = str(value)
             self.reschedule = True
+        elif step.profile in ("quiet_start", "quiet_end"):
+            if value == "none":  # quiet hours off
+                self.user.quiet_start = self.user.quiet_end = None
+            else:
+                setattr(self.user, step.profile, str(value))
+            self.reschedule = True
+        elif step.profile == "weekly_day":
+            self.user.weekly_day = int(value[1:]) if str(value).startswith("d") else None
+            self.reschedule = True
+        elif step.profile == "discreet":
+            self.user.discreet = value in ("yes", True)
         if step.answer:
             answers = answers_copy(run.answers)
             answers[step.answer] = value

@@ -276,3 +276,66 @@ async def test_two_schedulers_never_send_the_same_prompt(
         await first.close()
         await second.close()
         await drop_postgres_database(name)
+
+
+async def settings_choice(person: ConsoleChat, option: str, *answers: str) -> Reply:
+    await person.send("/settings")
+    reply = await person.send(option)
+    for answer in answers:
+        reply = await person.send(answer)
+    return reply
+
+
+async def test_quiet_hours_hold_a_prompt_until_they_end(
+    person: ConsoleChat, repository: Repository, scheduler: Scheduler, outbox: Outbox,
+    clock: Clock
+) -> None:
+    await onboard(person, daily=("23:30", "London"))  # 22:30 UTC in summer
+    reply = await settings_choice(person, "Quiet hours", "23:00", "7:00")
+    assert "23:00 to 07:00" in texts(reply)
+    clock.now = datetime(2026, 6, 1, 22, 30, 5, tzinfo=UTC)
+    assert await scheduler.tick() == 1
+    assert outbox.sent == [], "nothing during quiet hours"
+    held = [j for j in await jobs(repository) if j.state == "due"]
+    assert [utc(j.due_at) for j in held] == [datetime(2026, 6, 2, 6, 0, tzinfo=UTC)]
+    clock.now = datetime(2026, 6, 2, 6, 0, 10, tzinfo=UTC)  # 07:00 in London
+    assert await scheduler.tick() == 1
+    assert len(outbox.sent) == 1, "sent when the quiet hours end"
+
+
+async def test_weekly_reflection_quotes_the_week(
+    person: ConsoleChat, repository: Repository, scheduler: Scheduler, outbox: Outbox,
+    clock: Clock
+) -> None:
+    await onboard(person, daily=("8:00", "London"))
+    await settings_choice(person, "Weekly reflection", "Sunday")
+    weekly = [j for j in await jobs(repository) if j.kind == "weekly"]
+    assert [utc(j.due_at) for j in weekly] == [datetime(2026, 6, 7, 7, 0, tzinfo=UTC)]
+    clock.now = datetime(2026, 6, 2, 7, 0, tzinfo=UTC)
+    await scheduler.tick()
+    await person.send("We cooked together and it felt easy.")
+    clock.now = datetime(2026, 6, 7, 7, 0, 5, tzinfo=UTC)
+    await scheduler.tick()
+    weekly_messages = [texts(reply) for _, reply in outbox.sent if "your week" in texts(reply)]
+    assert len(weekly_messages) == 1
+    assert "We cooked together and it felt easy." in weekly_messages[0]
+    assert "week ahead" in weekly_messages[0]
+    nxt = [j for j in await jobs(repository) if j.kind == "weekly" and j.state == "due"]
+    assert [utc(j.due_at) for j in nxt] == [datetime(2026, 6, 14, 7, 0, tzinfo=UTC)]
+
+
+async def test_discreet_reminders_say_nothing_personal(
+    person: ConsoleChat, scheduler: Scheduler, outbox: Outbox, clock: Clock
+) -> None:
+    await onboard(person, daily=("8:00", "London"))
+    await settings_choice(person, "Discreet reminders", "Yes, keep reminders discreet")
+    clock.now = datetime(2026, 6, 2, 7, 0, tzinfo=UTC)
+    await scheduler.tick()
+    [(_, reply)] = outbox.sent
+    library = person.engine.daily
+    assert library is not None
+    assert not any(prompt.text in texts(reply) for prompt in library.prompts)
+    assert "Show it" in labels(reply)
+    shown = await person.engine.handle(Incoming(chat_id=person.user_id, kind=InputKind.PRESS,
+                                                text="d:show"))
+    assert any(prompt.text in texts(shown) for prompt in library.prompts)

@@ -19,7 +19,9 @@ def sample_users() -> Iterator[Any]:
             yield UserView(first_name="Sam", focus=focus, country="GB" if keep else "none",
                            country_name="United Kingdom" if keep else "", keep_reflections=keep,
                            language="en", daily_enabled=keep, daily_time="08:00" if keep else "",
-                           timezone="Europe/London" if keep else "", paused=not keep)
+                           timezone="Europe/London" if keep else "", paused=not keep,
+                           quiet_start="22:00" if keep else "", quiet_end="07:00" if keep else "",
+                           weekly_day=6 if keep else None, discreet=keep)
 
 
 def sample_answers(flow: Flow) -> dict[str, Any]:
@@ -127,8 +129,11 @@ SYSTEM_SAMPLES: dict[str, list[dict[str, Any]]] = {
     "system/slow_down.j2": [{}],
     "system/expected_time.j2": [{}],
     "system/expected_zone.j2": [{"zones": []}, {"zones": ["Europe/London (now 21:40)"]}],
-    "daily/prompt.j2": [{"prompt": {"text": SAMPLE_TEXT}, "intro": intro, "discreet": False}
-                        for intro in (True, False)],
+    "daily/prompt.j2": [{"prompt": {"text": SAMPLE_TEXT}, "intro": intro, "discreet": discreet}
+                        for intro in (True, False) for discreet in (True, False)],
+    "daily/weekly.j2": [{"discreet": False, "quotes": [SAMPLE_TEXT] * 3, "question": "Q?"},
+                        {"discreet": False, "quotes": [], "question": "Q?"},
+                        {"discreet": True, "quotes": [], "question": ""}],
     "daily/answer_now.j2": [{"prompt": {"text": SAMPLE_TEXT}}],
     "daily/skipped.j2": [{}],
     "daily/snoozed.j2": [{}],

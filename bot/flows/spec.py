@@ -18,7 +18,8 @@ class Expects(StrEnum):
 
 
 PROFILE_FIELDS = frozenset({"focus", "country", "keep_reflections", "language",
-                            "daily_enabled", "daily_time", "timezone"})
+                            "daily_enabled", "daily_time", "timezone", "quiet_start",
+                            "quiet_end", "weekly_day", "discreet"})
 FOCUS_VALUES = ("partner", "family", "friend", "work", "healing")
 
 

@@ -59,6 +59,13 @@ class User(Base):
     daily_enabled: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     daily_time: Mapped[str | None] = mapped_column(String(5))
     paused: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # No prompts between these local times (HH:MM; may cross midnight).
+    quiet_start: Mapped[str | None] = mapped_column(String(5))
+    quiet_end: Mapped[str | None] = mapped_column(String(5))
+    # The weekday (0 = Monday) of the weekly reflection, or None for none.
+    weekly_day: Mapped[int | None] = mapped_column(Integer)
+    # Reminders that say nothing personal until opened.
+    discreet: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     # The prompt sent most recently, which a typed reply outside any flow answers.
     open_prompt: Mapped[str | None] = mapped_column(String(32))
     # Set when Telegram says the person blocked Haven: nothing is sent until they return.

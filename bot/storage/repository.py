@@ -228,14 +228,21 @@ class UnitOfWork:
             .on_conflict_do_nothing()
         )
 
-    def daily_done_on(self, user: User, day: date) -> bool:
-        """Whether the daily prompt for local `day` was already sent (or let go)."""
+    def job_done_on(self, user: User, kind: str, day: date) -> bool:
+        """Whether the `kind` job for local `day` was already sent (or let go)."""
         return self.session.execute(
             select(ScheduledJob.id).where(ScheduledJob.user_id == user.id,
-                                          ScheduledJob.kind == "daily",
+                                          ScheduledJob.kind == kind,
                                           ScheduledJob.local_date == day,
                                           ScheduledJob.state != "due").limit(1)
         ).first() is not None
+
+    def reflections_since(self, user: User, since: datetime) -> list[Reflection]:
+        return list(self.session.execute(
+            select(Reflection).where(Reflection.user_id == user.id,
+                                     Reflection.created_at >= since)
+            .order_by(Reflection.created_at.desc(), Reflection.id.desc())
+        ).scalars())
 
     def record_daily_sent(self, user: User, day: date, prompt_id: str, now: datetime) -> None:
         """Today's prompt was given now (by /checkin): record it as the day's one prompt."""

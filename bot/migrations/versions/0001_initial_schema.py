@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 01:44:46.513826
+Create Date: 2026-11-24 01:55:54.527747
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ def upgrade() -> None:
     sa.Column('daily_enabled', sa.Boolean(), nullable=False),
     sa.Column('daily_time', sa.String(length=5), nullable=True),
     sa.Column('paused', sa.Boolean(), nullable=False),
+    sa.Column('quiet_start', sa.String(length=5), nullable=True),
+    sa.Column('quiet_end', sa.String(length=5), nullable=True),
+    sa.Column('weekly_day', sa.Integer(), nullable=True),
+    sa.Column('discreet', sa.Boolean(), nullable=False),
     sa.Column('open_prompt', sa.String(length=32), nullable=True),
     sa.Column('blocked_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('crisis_prompt', sa.String(length=16), nullable=True),

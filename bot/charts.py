@@ -1,0 +1,263 @@
+"""Pictures for /progress: a month of practice and how the scores have moved.
+
+Each picture comes with the same content as plain text (`Chart.text`) for anyone who cannot
+see images; send it as the caption or alongside. The text has no markup, so escape it if it
+goes into an HTML message.
+
+Drawing uses matplotlib's object-oriented API only (`Figure` with an Agg canvas, nothing from
+pyplot), so no global figure state is kept and calls in different threads do not share a
+figure. Nothing here changes `rcParams`; fonts are matplotlib's bundled DejaVu Sans. Each call
+takes a few tens of milliseconds; importing matplotlib takes longer, once per process.
+"""
+
+from __future__ import annotations
+
+import calendar
+import io
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+
+# About 800x600 px: readable on a phone once Telegram scales it to the screen width.
+FIGURE_SIZE = (8.0, 6.0)
+DPI = 100
+
+# A calm palette: soft background, muted ink, gentle accents.
+BACKGROUND = "#FBF9F6"
+INK = "#3E4A52"
+SOFT_INK = "#8A949B"
+EMPTY_CELL = "#EEEBE6"
+PRACTISED_CELL = "#5E9C8F"
+PRACTISED_INK = "#FFFFFF"
+TODAY_EDGE = "#C77D5A"
+GRID = "#E3DFD8"
+SERIES_COLOURS = ("#4F7CA8", "#C77D5A", "#5E9C8F", "#8E7CA8", "#B59A4A", "#7A8A99")
+SERIES_MARKERS = ("o", "s", "D", "^", "v", "P")  # shapes as well as colours tell lines apart
+
+# English month names, independent of the process locale (calendar.month_name is not).
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
+
+MIN_SCORE = 1.0
+MAX_SCORE = 5.0
+
+
+@dataclass(frozen=True)
+class Chart:
+    png: bytes  # a PNG image
+    text: str  # the same content as plain text (no HTML), one short paragraph or a few lines
+
+
+# --- text helpers ---------------------------------------------------------------------------
+
+
+def ordinal(day: int) -> str:
+    """1 -> "1st", 2 -> "2nd", 11 -> "11th", 22 -> "22nd"."""
+    if 11 <= day % 100 <= 13:
+        return f"{day}th"
+    return f"{day}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(day % 10, 'th')}"
+
+
+def join_words(words: list[str]) -> str:
+    """["a"] -> "a", ["a", "b"] -> "a and b", ["a", "b", "c"] -> "a, b and c"."""
+    if len(words) <= 1:
+        return "".join(words)
+    return f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def score_text(score: float) -> str:
+    return f"{score:.1f}"
+
+
+def direction(first: float, latest: float) -> str:
+    """Compared at the precision shown, so "2.5 → 2.5" never reads as "higher"."""
+    a, b = round(first, 1), round(latest, 1)
+    if b > a:
+        return "higher than before"
+    if b < a:
+        return "lower than before"
+    return "the same as before"
+
+
+# --- rendering helpers ----------------------------------------------------------------------
+
+
+def _new_figure() -> tuple[Figure, FigureCanvasAgg]:
+    figure = Figure(figsize=FIGURE_SIZE, dpi=DPI, facecolor=BACKGROUND)
+    return figure, FigureCanvasAgg(figure)
+
+
+def _title(figure: Figure, title: str) -> None:
+    size = 22 if len(title) <= 40 else 17  # a long (e.g. translated) title still fits
+    figure.suptitle(title, y=0.955, fontsize=size, color=INK, fontweight="bold")
+
+
+def _png(figure: Figure, canvas: FigureCanvasAgg) -> bytes:
+    buffer = io.BytesIO()
+    try:
+        canvas.print_png(buffer)
+    finally:
+        figure.clear()  # drop artists now rather than waiting for the garbage collector
+    return buffer.getvalue()
+
+
+# --- the month of practice ------------------------------------------------------------------
+
+
+def practice_calendar(year: int, month: int, practised_days: set[int], today: int | None,
+                      title: str, weekday_names: list[str]) -> Chart:
+    """A month calendar (Monday first) with the days on which the person practised filled in;
+    `today` outlined if given. `weekday_names` are the seven column headings, Monday first.
+
+    Raises ValueError for a day that is not in the month or a wrong number of weekday names.
+    """
+    if not 1 <= month <= 12:
+        raise ValueError(f"month must be 1-12, not {month}")
+    if len(weekday_names) != 7:
+        raise ValueError(f"need 7 weekday names, got {len(weekday_names)}")
+    days_in_month = calendar.monthrange(year, month)[1]
+    outside = sorted(d for d in practised_days if not 1 <= d <= days_in_month)
+    if outside:
+        raise ValueError(f"days {outside} are not in {year}-{month:02d}")
+    if today is not None and not 1 <= today <= days_in_month:
+        raise ValueError(f"today ({today}) is not in {year}-{month:02d}")
+
+    weeks = calendar.Calendar(firstweekday=calendar.MONDAY).monthdayscalendar(year, month)
+    figure, canvas = _new_figure()
+    axes = figure.add_axes((0.04, 0.03, 0.92, 0.82))
+    _draw_month(axes, weeks, practised_days, today, weekday_names)
+    _title(figure, title)
+    return Chart(png=_png(figure, canvas), text=calendar_text(month, practised_days))
+
+
+def _draw_month(axes: Axes, weeks: list[list[int]], practised: set[int], today: int | None,
+                weekday_names: list[str]) -> None:
+    rows = 6  # always six rows of space, so every month's picture has the same layout
+    axes.set_xlim(0, 7)
+    axes.set_ylim(rows + 0.7, 0)  # row 0 at the top; the extra 0.7 is the heading row
+    axes.set_axis_off()
+    for column, name in enumerate(weekday_names):
+        axes.text(column + 0.5, 0.35, name, ha="center", va="center", fontsize=15,
+                  color=SOFT_INK)
+    pad = 0.06
+    for row, week in enumerate(weeks):
+        top = row + 0.7
+        for column, day in enumerate(week):
+            if day == 0:
+                continue  # a day of the neighbouring month
+            done = day in practised
+            is_today = day == today
+            cell = FancyBboxPatch(
+                (column + pad, top + pad), 1 - 2 * pad, 1 - 2 * pad,
+                boxstyle="round,pad=0,rounding_size=0.14",
+                facecolor=PRACTISED_CELL if done else EMPTY_CELL,
+                edgecolor=TODAY_EDGE if is_today else "none",
+                linewidth=4 if is_today else 0,
+            )
+            axes.add_patch(cell)
+            axes.text(column + 0.5, top + 0.5, str(day), ha="center", va="center",
+                      fontsize=17, color=PRACTISED_INK if done else INK,
+                      fontweight="bold" if done or is_today else "normal")
+
+
+def calendar_text(month: int, practised_days: Iterable[int]) -> str:
+    """"You practised on 5 days in June: the 2nd, 3rd, 10th, 11th and 20th." Counts only
+    what was done; says nothing about other days."""
+    month_name = MONTHS[month - 1]
+    days = sorted(set(practised_days))
+    if not days:
+        return (f"Nothing is marked for {month_name} yet. Any day you practise, "
+                f"even briefly, will show up here.")
+    count = "one day" if len(days) == 1 else f"{len(days)} days"
+    return (f"You practised on {count} in {month_name}: "
+            f"the {join_words([ordinal(d) for d in days])}.")
+
+
+# --- scores over time -----------------------------------------------------------------------
+
+
+def trend_chart(points: list[tuple[str, dict[str, float]]], labels: dict[str, str],
+                title: str) -> Chart | None:
+    """A line chart of scores over time: each point is (date label, {key: score 1-5}), oldest
+    first; `labels` names each key (a key without a label is shown as itself). None if there
+    are fewer than 2 points. A key missing from some points is drawn from the points it has.
+
+    Raises ValueError for a score outside 1-5.
+    """
+    if len(points) < 2:
+        return None
+    for when, scores in points:
+        for key, score in scores.items():
+            if not (MIN_SCORE <= score <= MAX_SCORE):  # also rejects NaN
+                raise ValueError(f"score {score!r} for {key!r} on {when!r} is not in 1-5")
+    keys = _keys_in_order(points, labels)
+    series = {key: [(i, scores[key]) for i, (_, scores) in enumerate(points) if key in scores]
+              for key in keys}
+
+    figure, canvas = _new_figure()
+    columns = 1 if len(keys) <= 3 else 2
+    legend_rows = math.ceil(len(keys) / columns)
+    bottom = 0.14 + 0.055 * legend_rows  # room for the date labels and the legend below
+    axes = figure.add_axes((0.09, bottom, 0.87, 0.88 - bottom))
+    _draw_trend(axes, [when for when, _ in points], series, labels)
+    _title(figure, title)
+    handles, names = axes.get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 0.01),
+                      ncol=columns, frameon=False, fontsize=14, labelcolor=INK)
+    return Chart(png=_png(figure, canvas), text=trend_text(points, labels))
+
+
+def _keys_in_order(points: list[tuple[str, dict[str, float]]],
+                   labels: dict[str, str]) -> list[str]:
+    """The keys that have scores: in the order of `labels`, then any others as first seen."""
+    present: dict[str, None] = {}
+    for _, scores in points:
+        present.update(dict.fromkeys(scores))
+    ordered = [key for key in labels if key in present]
+    return ordered + [key for key in present if key not in labels]
+
+
+def _draw_trend(axes: Axes, whens: list[str], series: dict[str, list[tuple[int, float]]],
+                labels: dict[str, str]) -> None:
+    axes.set_facecolor(BACKGROUND)
+    for n, (key, values) in enumerate(series.items()):
+        axes.plot([i for i, _ in values], [v for _, v in values],
+                  color=SERIES_COLOURS[n % len(SERIES_COLOURS)],
+                  marker=SERIES_MARKERS[n % len(SERIES_MARKERS)],
+                  linewidth=3, markersize=9, label=labels.get(key, key))
+    axes.set_ylim(MIN_SCORE - 0.25, MAX_SCORE + 0.25)
+    axes.set_yticks([1, 2, 3, 4, 5])
+    axes.set_xlim(-0.3, len(whens) - 0.7)
+    # At most about seven date labels fit across a phone screen; always keep the last one.
+    step = max(1, math.ceil(len(whens) / 7))
+    ticks = sorted({*range(0, len(whens), step), len(whens) - 1})
+    if len(ticks) > 1 and ticks[-1] - ticks[-2] < step:
+        del ticks[-2]  # too close to the last label
+    axes.set_xticks(ticks, [whens[i] for i in ticks])
+    axes.tick_params(labelsize=13, colors=SOFT_INK, length=0, pad=8)
+    axes.grid(axis="y", color=GRID, linewidth=1)
+    for side in ("top", "right", "left"):
+        axes.spines[side].set_visible(False)
+    axes.spines["bottom"].set_color(GRID)
+
+
+def trend_text(points: list[tuple[str, dict[str, float]]], labels: dict[str, str]) -> str:
+    """One line for the span, then per key: "Label: first → latest, higher than before"."""
+    keys = _keys_in_order(points, labels)
+    lines = [f"Your scores from {points[0][0]} to {points[-1][0]}:"]
+    for key in keys:
+        values = [scores[key] for _, scores in points if key in scores]
+        name = labels.get(key, key)
+        if len(values) == 1:
+            lines.append(f"{name}: {score_text(values[0])}, one score so far")
+        else:
+            first, latest = values[0], values[-1]
+            lines.append(f"{name}: {score_text(first)} → {score_text(latest)}, "
+                         f"{direction(first, latest)}")
+    return "\n".join(lines)
