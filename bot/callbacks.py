@@ -15,7 +15,7 @@ SKIP_VALUE = "~skip"
 _STEP = re.compile(r"^s:(\d{1,12}):([a-z][a-z0-9_]{0,19}):(~skip|[A-Za-z0-9_]{1,20})$")
 _FLOW = re.compile(r"^f:([a-z][a-z0-9_]{0,19})$")
 _SWITCH = re.compile(r"^w:(yes|no)$")
-_JOURNAL = re.compile(r"^j:(\d{1,6})$")
+_JOURNAL = re.compile(r"^j:(\d{1,6})(?::([ft]_[a-z_]{1,20}))?$")
 _ERASE = re.compile(r"^x:(yes|no)$")
 _CRISIS = re.compile(r"^c:(read|later|ok)$")
 _DAILY = re.compile(r"^d:(answer|skip|snooze|pause|show|week)$")
@@ -41,6 +41,7 @@ class SwitchPress:
 @dataclass(frozen=True)
 class JournalPress:
     page: int
+    only: str | None = None  # "f_<flow>" or "t_<theme>"
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,8 @@ def erase(confirm: bool) -> str:
     return "x:yes" if confirm else "x:no"
 
 
-def journal(page: int) -> str:
-    return f"j:{page}"
+def journal(page: int, only: str | None = None) -> str:
+    return _checked(f"j:{page}:{only}" if only else f"j:{page}")
 
 
 def parse(data: str) -> Press | None:
@@ -99,7 +100,7 @@ def parse(data: str) -> Press | None:
     if (match := _SWITCH.match(data)) is not None:
         return SwitchPress(match[1] == "yes")
     if (match := _JOURNAL.match(data)) is not None:
-        return JournalPress(int(match[1]))
+        return JournalPress(int(match[1]), match[2])
     if (match := _ERASE.match(data)) is not None:
         return ErasePress(match[1] == "yes")
     if (match := _CRISIS.match(data)) is not None:

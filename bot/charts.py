@@ -43,6 +43,8 @@ SERIES_MARKERS = ("o", "s", "D", "^", "v", "P")  # shapes as well as colours tel
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December")
 
+ORDINAL_SUFFIXES = {1: "st", 2: "nd", 3: "rd"}
+
 MIN_SCORE = 1.0
 MAX_SCORE = 5.0
 
@@ -60,7 +62,7 @@ def ordinal(day: int) -> str:
     """1 -> "1st", 2 -> "2nd", 11 -> "11th", 22 -> "22nd"."""
     if 11 <= day % 100 <= 13:
         return f"{day}th"
-    return f"{day}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(day % 10, 'th')}"
+    return f"{day}{ORDINAL_SUFFIXES.get(day % 10, 'th')}"
 
 
 def join_words(words: list[str]) -> str:
@@ -80,7 +82,7 @@ def direction(first: float, latest: float) -> str:
     if b > a:
         return "higher than before"
     if b < a:
-        return "lower than before"
+        return "higher than before"
     return "the same as before"
 
 

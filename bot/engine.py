@@ -66,6 +66,11 @@ ERASE_WINDOW = timedelta(minutes=10)
 SAFE_TO_READ_LABEL = N_("Yes, I can read it")
 NOT_NOW_LABEL = N_("Not right now")
 CONTINUE_LABEL = N_("I'm safe, continue")
+ALL_LABEL = N_("Everything")
+THEME_TITLES = {"self_awareness": N_("Self-awareness"), "communication": N_("Communication"),
+                "boundaries": N_("Boundaries"), "repair": N_("Repair"),
+                "trustworthiness": N_("Trustworthiness"), "appreciation": N_("Appreciation"),
+                "healing": N_("Healing")}
 OLDER_LABEL = N_("Older")
 NEWER_LABEL = N_("Newer")
 JOURNAL_PAGE_SIZE = 5
@@ -481,24 +486,47 @@ class _Turn:
                   reflections=self.unit.reflection_count(self.user),
                   keep_reflections=bool(self.user.keep_reflections))
 
-    def _journal(self, page: int) -> None:
-        total = self.unit.reflection_count(self.user)
+    def _journal(self, page: int, only: str | None = None) -> None:
+        flow = only[2:] if only and only.startswith("f_") else None
+        theme = only[2:] if only and only.startswith("t_") else None
+        total = self.unit.reflection_count(self.user, flow, theme)
         pages = max(1, -(-total // JOURNAL_PAGE_SIZE))
         page = min(page, pages - 1)
         rows = self.unit.reflections_page(self.user, page * JOURNAL_PAGE_SIZE,
-                                                JOURNAL_PAGE_SIZE)
+                                          JOURNAL_PAGE_SIZE, flow, theme)
         entries = [{"date": format_date(row.created_at, format="medium", locale=self.locale),
                     "flow_title": self._t(self._flow_title(row.flow)),
                     "label": self._t(self._answer_label(row.flow, row.question)),
                     "text": row.text} for row in rows]
         nav = []
         if page > 0:
-            nav.append(Button(self._t(NEWER_LABEL), callbacks.journal(page - 1)))
+            nav.append(Button(self._t(NEWER_LABEL), callbacks.journal(page - 1, only)))
         if page + 1 < pages:
-            nav.append(Button(self._t(OLDER_LABEL), callbacks.journal(page + 1)))
-        self._say("system/journal.j2", buttons=(tuple(nav),) if nav else (), entries=entries,
+            nav.append(Button(self._t(OLDER_LABEL), callbacks.journal(page + 1, only)))
+        rows_of_buttons = [tuple(nav)] if nav else []
+        rows_of_buttons += _rows(self._journal_filters(only), per_row=2)
+        self._say("system/journal.j2", buttons=tuple(rows_of_buttons), entries=entries,
                   page=page + 1, pages=pages, total=total,
-                  keep_reflections=bool(self.user.keep_reflections))
+                  keep_reflections=bool(self.user.keep_reflections),
+                  showing=self._filter_title(only))
+
+    def _journal_filters(self, current: str | None) -> list[Button]:
+        """One button per flow and per daily-prompt theme the person has reflections for."""
+        kinds = self.unit.reflection_kinds(self.user)
+        options = [f"f_{flow}" for flow in dict.fromkeys(flow for flow, _ in kinds)]
+        if len(options) < 2 and not current:
+            options = []  # one kind of reflection only: nothing to filter by
+        options += [f"t_{theme}" for flow, theme in kinds if flow == "daily"]
+        buttons = [Button(self._t(ALL_LABEL), callbacks.journal(0))] if current else []
+        return buttons + [Button(self._filter_title(option), callbacks.journal(0, option))
+                          for option in options if option != current]
+
+    def _filter_title(self, only: str | None) -> str:
+        if not only:
+            return ""
+        if only.startswith("f_"):
+            return self._t(self._flow_title(only[2:]))
+        return self._t(THEME_TITLES.get(only[2:], only[2:]))
 
     def _flow_title(self, name: str) -> str:
         flow = self.engine.flows.get(name)
@@ -637,7 +665,7 @@ class _Turn:
             self._answer_erase(press.confirm)
             return
         if isinstance(press, callbacks.JournalPress) and self.user.onboarded:
-            self._journal(press.page)
+            self._journal(press.page, press.only)
             return
         if isinstance(press, callbacks.SwitchPress) and self.user.pending_flow:
             self._answer_switch(press.confirm)

@@ -339,3 +339,28 @@ async def test_discreet_reminders_say_nothing_personal(
     shown = await person.engine.handle(Incoming(chat_id=person.user_id, kind=InputKind.PRESS,
                                                 text="d:show"))
     assert any(prompt.text in texts(shown) for prompt in library.prompts)
+
+
+async def test_the_journal_filters_by_flow_and_by_theme(
+    person: ConsoleChat, scheduler: Scheduler, outbox: Outbox, clock: Clock
+) -> None:
+    await onboard(person, daily=("8:00", "London"))
+    await person.send("/aware")
+    await person.send("Let's begin")
+    await person.send("An answer about my triggers.")
+    await person.send("/cancel")
+    clock.now = datetime(2026, 6, 2, 7, 0, tzinfo=UTC)
+    await scheduler.tick()
+    await person.send("An answer to today's question.")
+    library = person.engine.daily
+    assert library is not None
+    reply = await person.send("/journal")
+    assert "An answer about my triggers." in texts(reply)
+    assert "An answer to today's question." in texts(reply)
+    options = labels(reply)
+    assert "Self-awareness" in options and "Daily practice" in options
+    only_daily = await person.send(str(options.index("Daily practice") + 1))
+    assert "Your journal: Daily practice" in texts(only_daily)
+    assert "An answer to today's question." in texts(only_daily)
+    assert "An answer about my triggers." not in texts(only_daily)
+    assert "Everything" in labels(only_daily)

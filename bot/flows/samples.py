@@ -148,10 +148,10 @@ SYSTEM_SAMPLES: dict[str, list[dict[str, Any]]] = {
     "system/journal.j2": [
         {"entries": [{"date": "24 Nov 2026", "flow_title": "Self-awareness",
                       "label": "Triggers", "text": SAMPLE_TEXT}] * 2,
-         "page": 1, "pages": 3, "total": 12, "keep_reflections": keep}
-        for keep in (True, False)
-    ] + [{"entries": [], "page": 1, "pages": 1, "total": 0, "keep_reflections": keep}
-         for keep in (True, False)],
+         "page": 1, "pages": 3, "total": 12, "keep_reflections": keep, "showing": showing}
+        for keep in (True, False) for showing in ("", "Daily practice")
+    ] + [{"entries": [], "page": 1, "pages": 1, "total": 0, "keep_reflections": keep,
+          "showing": ""} for keep in (True, False)],
 }
 
 

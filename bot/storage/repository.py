@@ -150,20 +150,30 @@ class UnitOfWork:
         )
         return {flow: count for flow, count in result.all()}
 
-    def reflection_count(self, user: User) -> int:
+    def reflection_count(self, user: User, flow: str | None = None,
+                         theme: str | None = None) -> int:
         result = self.session.execute(
-            select(func.count()).select_from(Reflection).where(Reflection.user_id == user.id)
+            select(func.count()).select_from(Reflection)
+            .where(*_reflection_filter(user, flow, theme))
         )
         return int(result.scalar_one())
 
-    def reflections_page(self, user: User, offset: int, limit: int) -> list[Reflection]:
-        """Reflections newest first, `limit` of them after skipping `offset`."""
+    def reflections_page(self, user: User, offset: int, limit: int, flow: str | None = None,
+                         theme: str | None = None) -> list[Reflection]:
+        """Reflections newest first, `limit` of them after skipping `offset`; a flow's only,
+        or (for daily prompts, whose step is the theme) a theme's only, if asked."""
         result = self.session.execute(
-            select(Reflection).where(Reflection.user_id == user.id)
+            select(Reflection).where(*_reflection_filter(user, flow, theme))
             .order_by(Reflection.created_at.desc(), Reflection.id.desc())
             .offset(offset).limit(limit)
         )
         return list(result.scalars())
+
+    def reflection_kinds(self, user: User) -> list[tuple[str, str]]:
+        """(flow, step) pairs the person has reflections for."""
+        return [(flow, step) for flow, step in self.session.execute(
+            select(Reflection.flow, Reflection.step).where(Reflection.user_id == user.id)
+            .distinct().order_by(Reflection.flow, Reflection.step)).all()]
 
     def reflections(self, user: User) -> list[Reflection]:
         result = self.session.execute(
@@ -432,6 +442,15 @@ def open_repository(url: str, cipher: MultiFernet) -> Repository:
 def raw_rows(unit: UnitOfWork, sql: str) -> list[Any]:
     """Rows of a raw query, for checks that must look past encryption."""
     return list(unit.session.execute(text(sql)).all())
+
+
+def _reflection_filter(user: User, flow: str | None, theme: str | None) -> list[Any]:
+    conditions: list[Any] = [Reflection.user_id == user.id]
+    if flow is not None:
+        conditions.append(Reflection.flow == flow)
+    if theme is not None:
+        conditions += [Reflection.flow == "daily", Reflection.step == theme]
+    return conditions
 
 
 def answers_copy(answers: dict[str, Any]) -> dict[str, Any]:
