@@ -82,7 +82,7 @@ def direction(first: float, latest: float) -> str:
     if b > a:
         return "higher than before"
     if b < a:
-        return "higher than before"
+        return "lower than before"
     return "the same as before"
 
 
@@ -129,7 +129,7 @@ def practice_calendar(year: int, month: int, practised_days: set[int], today: in
     if today is not None and not 1 <= today <= days_in_month:
         raise ValueError(f"today ({today}) is not in {year}-{month:02d}")
 
-    weeks = calendar.Calendar(firstweekday=calendar.MONDAY).monthdayscalendar(year, month)
+    weeks = calendar.Calendar(firstweekday=calendar.SUNDAY).monthdayscalendar(year, month)
     figure, canvas = _new_figure()
     axes = figure.add_axes((0.04, 0.03, 0.92, 0.82))
     _draw_month(axes, weeks, practised_days, today, weekday_names)

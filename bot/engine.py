@@ -67,10 +67,12 @@ SAFE_TO_READ_LABEL = N_("Yes, I can read it")
 NOT_NOW_LABEL = N_("Not right now")
 CONTINUE_LABEL = N_("I'm safe, continue")
 ALL_LABEL = N_("Everything")
-THEME_TITLES = {"self_awareness": N_("Self-awareness"), "communication": N_("Communication"),
-                "boundaries": N_("Boundaries"), "repair": N_("Repair"),
-                "trustworthiness": N_("Trustworthiness"), "appreciation": N_("Appreciation"),
-                "healing": N_("Healing")}
+# Daily prompts by theme, as the journal's filter buttons name them.
+THEME_TITLES = {"self_awareness": N_("Prompts: self-awareness"),
+                "communication": N_("Prompts: communication"),
+                "boundaries": N_("Prompts: boundaries"), "repair": N_("Prompts: repair"),
+                "trustworthiness": N_("Prompts: trustworthiness"),
+                "appreciation": N_("Prompts: appreciation"), "healing": N_("Prompts: healing")}
 OLDER_LABEL = N_("Older")
 NEWER_LABEL = N_("Newer")
 JOURNAL_PAGE_SIZE = 5
