@@ -364,3 +364,23 @@ async def test_the_journal_filters_by_flow_and_by_theme(
     assert "An answer to today's question." in texts(only_daily)
     assert "An answer about my triggers." not in texts(only_daily)
     assert "Everything" in labels(only_daily)
+
+
+async def test_a_restart_in_the_middle_of_a_fan_out_loses_and_repeats_nothing(
+    daily_engine: Engine, repository: Repository, outbox: Outbox, clock: Clock
+) -> None:
+    for offset in range(10):
+        await onboard(ConsoleChat(daily_engine, user_id=9100 + offset), daily=("8:00", "London"))
+    clock.now = datetime(2026, 6, 2, 7, 0, tzinfo=UTC)
+    lease = SchedulerConfig().lease
+    # A worker claims half the due prompts and dies before sending any of them.
+    dead = await repository.run(lambda unit: unit.claim_due_jobs(clock.now, lease, 5))
+    assert len(dead) == 5
+    restarted = Scheduler(daily_engine, outbox)
+    clock.now += timedelta(seconds=30)
+    await restarted.tick()
+    assert len(outbox.sent) == 5, "live claims are left alone"
+    clock.now += lease
+    await restarted.tick()
+    assert sorted(chat for chat, _ in outbox.sent) == [9100 + n for n in range(10)]
+    assert await restarted.tick() == 0
