@@ -15,6 +15,7 @@ from __future__ import annotations
 import calendar
 import io
 import math
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -44,6 +45,14 @@ MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augus
           "September", "October", "November", "December")
 
 ORDINAL_SUFFIXES = {1: "st", 2: "nd", 3: "rd"}
+
+# Calendar layout, in figure fractions (left, bottom, width, height) and then in data units:
+# seven columns one unit wide, the weekday names in a band HEADING high, then always six
+# week rows one unit high, so every month's picture has the same layout.
+CALENDAR_AXES = (0.04, 0.03, 0.92, 0.82)
+HEADING = 0.7
+CALENDAR_ROWS = 6
+CELL_PAD = 0.06
 
 MIN_SCORE = 1.0
 MAX_SCORE = 5.0
@@ -95,8 +104,14 @@ def _new_figure() -> tuple[Figure, FigureCanvasAgg]:
 
 
 def _title(figure: Figure, title: str) -> None:
-    size = 22 if len(title) <= 40 else 17  # a long (e.g. translated) title still fits
-    figure.suptitle(title, y=0.955, fontsize=size, color=INK, fontweight="bold")
+    """One line, or for a long (say, translated) title two smaller ones, cut short after."""
+    if len(title) <= 40:
+        text, size = title, 22
+    else:
+        text = "\n".join(textwrap.wrap(title, width=44, max_lines=2, placeholder=" …"))
+        size = 17
+    figure.suptitle(text, y=0.97, va="top", fontsize=size, color=INK, fontweight="bold",
+                    linespacing=1.15)
 
 
 def _png(figure: Figure, canvas: FigureCanvasAgg) -> bytes:
@@ -129,9 +144,9 @@ def practice_calendar(year: int, month: int, practised_days: set[int], today: in
     if today is not None and not 1 <= today <= days_in_month:
         raise ValueError(f"today ({today}) is not in {year}-{month:02d}")
 
-    weeks = calendar.Calendar(firstweekday=calendar.SUNDAY).monthdayscalendar(year, month)
+    weeks = calendar.Calendar(firstweekday=calendar.MONDAY).monthdayscalendar(year, month)
     figure, canvas = _new_figure()
-    axes = figure.add_axes((0.04, 0.03, 0.92, 0.82))
+    axes = figure.add_axes(CALENDAR_AXES)
     _draw_month(axes, weeks, practised_days, today, weekday_names)
     _title(figure, title)
     return Chart(png=_png(figure, canvas), text=calendar_text(month, practised_days))
@@ -139,16 +154,15 @@ def practice_calendar(year: int, month: int, practised_days: set[int], today: in
 
 def _draw_month(axes: Axes, weeks: list[list[int]], practised: set[int], today: int | None,
                 weekday_names: list[str]) -> None:
-    rows = 6  # always six rows of space, so every month's picture has the same layout
     axes.set_xlim(0, 7)
-    axes.set_ylim(rows + 0.7, 0)  # row 0 at the top; the extra 0.7 is the heading row
+    axes.set_ylim(CALENDAR_ROWS + HEADING, 0)  # row 0 at the top, under the weekday names
     axes.set_axis_off()
     for column, name in enumerate(weekday_names):
-        axes.text(column + 0.5, 0.35, name, ha="center", va="center", fontsize=15,
+        axes.text(column + 0.5, HEADING / 2, name, ha="center", va="center", fontsize=15,
                   color=SOFT_INK)
-    pad = 0.06
+    pad = CELL_PAD
     for row, week in enumerate(weeks):
-        top = row + 0.7
+        top = row + HEADING
         for column, day in enumerate(week):
             if day == 0:
                 continue  # a day of the neighbouring month
@@ -205,7 +219,7 @@ def trend_chart(points: list[tuple[str, dict[str, float]]], labels: dict[str, st
     columns = 1 if len(keys) <= 3 else 2
     legend_rows = math.ceil(len(keys) / columns)
     bottom = 0.14 + 0.055 * legend_rows  # room for the date labels and the legend below
-    axes = figure.add_axes((0.09, bottom, 0.87, 0.88 - bottom))
+    axes = figure.add_axes((0.09, bottom, 0.87, 0.86 - bottom))
     _draw_trend(axes, [when for when, _ in points], series, labels)
     _title(figure, title)
     handles, names = axes.get_legend_handles_labels()

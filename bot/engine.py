@@ -14,9 +14,9 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from babel.dates import format_date
+from babel.dates import format_date, get_day_names
 
 from bot import callbacks
 from bot.answers import (
@@ -38,7 +38,7 @@ from bot.flood import Admission, FloodGuard
 from bot.flows.machine import ANSWER, SKIP, FlowMachine, pick
 from bot.flows.spec import FOCUS_VALUES, Expects, Flow, Step
 from bot.i18n import N_, locale_display_name
-from bot.messages import Button, Incoming, InputKind, Message, Reply
+from bot.messages import Button, Document, Incoming, InputKind, Message, Reply
 from bot.practice import (
     DAILY,
     DAILY_TITLE,
@@ -50,9 +50,18 @@ from bot.practice import (
     quiet_until,
 )
 from bot.rendering import Renderer
-from bot.schedule_times import describe, parse_clock, zones_for, zones_from_local_time
+from bot.schedule_times import (
+    describe,
+    local_day,
+    parse_clock,
+    zones_for,
+    zones_from_local_time,
+)
 from bot.storage.models import FlowRun, User, as_utc, utcnow
 from bot.storage.repository import HIDE_WINDOW, Repository, UnitOfWork, answers_copy
+
+if TYPE_CHECKING:
+    from bot.charts import Chart
 
 log = logging.getLogger(__name__)
 
@@ -484,9 +493,29 @@ class _Turn:
                 number, total = flow.position(run.step)
                 in_progress.append({"title": self._t(flow.title), "step_number": number,
                                     "step_count": total})
+        calendar = self._practice_calendar()
         self._say("system/progress.j2", completed=completed, in_progress=in_progress,
                   reflections=self.unit.reflection_count(self.user),
-                  keep_reflections=bool(self.user.keep_reflections))
+                  keep_reflections=bool(self.user.keep_reflections), calendar=calendar.text)
+        image = Document("practice.png", calendar.png, "image/png")
+        self.reply.messages.insert(0, Message("", documents=(image,)))
+
+    def _practice_calendar(self) -> Chart:
+        """Days practised this month, in the person's own time zone, as an image and text."""
+        # Imported here: matplotlib takes most of a second to load, and only /progress needs it.
+        from bot.charts import practice_calendar
+
+        zone = self.user.timezone or "UTC"
+        today = local_day(self.now, zone)
+        month_start = today.replace(day=1)
+        since = self.now - timedelta(days=32)
+        days = {local_day(as_utc(moment), zone) for moment in
+                self.unit.practice_moments(self.user, since)}
+        practised = {day.day for day in days if day >= month_start and day <= today}
+        names = get_day_names("abbreviated", locale=self.locale)
+        return practice_calendar(today.year, today.month, practised, today.day,
+                                 format_date(today, "LLLL yyyy", locale=self.locale),
+                                 [names[index] for index in range(7)])
 
     def _journal(self, page: int, only: str | None = None) -> None:
         flow = only[2:] if only and only.startswith("f_") else None

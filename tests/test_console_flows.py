@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -95,6 +96,10 @@ async def test_self_awareness_end_to_end(chat: ConsoleChat, repository: Reposito
     reply = await chat.send("/progress")
     assert "5 reflections" in texts(reply)
     assert "Self-awareness" in texts(reply)
+    [image] = [d for m in reply.messages for d in m.documents]
+    assert image.mime_type == "image/png" and image.content.startswith(b"\x89PNG")
+    today = datetime.now(UTC).day
+    assert "You practised on one day" in texts(reply) and f"{today}" in texts(reply)
 
 
 async def test_skipped_reflections_are_not_quoted_or_kept(

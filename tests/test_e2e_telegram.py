@@ -115,6 +115,13 @@ async def test_onboarding_and_self_awareness_through_telegram(
     assert [row.text for row in kept] == ANSWERS
     assert ANSWERS[0] not in bot.log(), "what people write never reaches the logs"
 
+    await user.send("/progress")
+    replies = await user.replies()
+    photos = [m for m in replies if m.kind == "photo"]
+    assert len(photos) == 1 and photos[0].bytes and photos[0].bytes.startswith(b"\x89PNG")
+    assert "You practised on one day" in visible(replies)
+    assert "upload_photo" in user.chat_actions
+
 
 async def test_a_killed_bot_continues_at_the_same_step(
     fake: FakeTelegram, bot: BotProcess

@@ -49,7 +49,8 @@ class ConsoleChat:
             for document in message.documents:
                 self.out.write(f"\n[file] {self._save(document)}\n")
             shown = html_to_text(message.text).replace("\n", "\n       ")
-            self.out.write(f"\nHaven: {shown}\n")
+            if shown:
+                self.out.write(f"\nHaven: {shown}\n")
             if message.buttons:
                 self.buttons = [button for row in message.buttons for button in row]
                 for number, button in enumerate(self.buttons, start=1):

@@ -40,7 +40,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from bot.adapters.splitting import TELEGRAM_LIMIT, split_html, visible_length
 from bot.engine import Engine
-from bot.messages import Incoming, InputKind, Message, Reply, text
+from bot.messages import Document, Incoming, InputKind, Message, Reply, text
 from bot.scheduler import Scheduler, scheduler_config
 from bot.settings import Settings
 
@@ -178,10 +178,9 @@ class TelegramAdapter:
             await self._delete(bot, chat_id, reply.delete_message_ids)
             for message in coalesce(reply.messages):
                 for document in message.documents:
-                    await bot.send_chat_action(chat_id, ChatAction.UPLOAD_DOCUMENT)
-                    upload = InputFile(document.content, filename=document.file_name)
-                    result = await with_retries(partial(bot.send_document, chat_id, upload))
-                    sent.append(result.message_id)
+                    sent.append(await self._send_file(bot, chat_id, document))
+                if not message.text.strip():
+                    continue
                 parts = split_html(message.text)
                 for index, part in enumerate(parts):
                     markup = _keyboard(message) if index == len(parts) - 1 else None
@@ -194,6 +193,17 @@ class TelegramAdapter:
             if sent and reply.remember_sent:
                 self.engine.remember_sent(chat_id, sent)
         return True
+
+    async def _send_file(self, bot: Bot, chat_id: int, document: Document) -> int:
+        """A picture as a photo, anything else as a document; returns its message id."""
+        upload = InputFile(document.content, filename=document.file_name)
+        if document.mime_type.startswith("image/"):
+            await bot.send_chat_action(chat_id, ChatAction.UPLOAD_PHOTO)
+            result = await with_retries(partial(bot.send_photo, chat_id, upload))
+        else:
+            await bot.send_chat_action(chat_id, ChatAction.UPLOAD_DOCUMENT)
+            result = await with_retries(partial(bot.send_document, chat_id, upload))
+        return int(result.message_id)
 
     async def _delete(self, bot: Bot, chat_id: int, message_ids: list[int]) -> None:
         """Delete what Telegram still lets a bot delete; ids it refuses are skipped."""

@@ -169,6 +169,14 @@ class UnitOfWork:
         )
         return list(result.scalars())
 
+    def practice_moments(self, user: User, since: datetime) -> list[datetime]:
+        """When the person practised since `since`: reflections kept and flows finished."""
+        kept = self.session.execute(select(Reflection.created_at).where(
+            Reflection.user_id == user.id, Reflection.created_at >= since)).scalars()
+        finished = self.session.execute(select(FlowRun.completed_at).where(
+            FlowRun.user_id == user.id, FlowRun.completed_at >= since)).scalars()
+        return [moment for moment in (*kept, *finished) if moment is not None]
+
     def reflection_kinds(self, user: User) -> list[tuple[str, str]]:
         """(flow, step) pairs the person has reflections for."""
         return [(flow, step) for flow, step in self.session.execute(
