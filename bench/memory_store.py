@@ -99,14 +99,33 @@ class MemoryUnit:
     def completed_counts(self, user: User) -> dict[str, int]:
         return dict(Counter(run.flow for run in self.store.runs[user.id] if run.status == DONE))
 
-    def reflection_count(self, user: User) -> int:
-        return len(self.store.kept[user.id])
+    def reflection_count(self, user: User, flow: str | None = None,
+                         theme: str | None = None) -> int:
+        return len(self._kept(user, flow, theme))
+
+    def _kept(self, user: User, flow: str | None, theme: str | None) -> list[Reflection]:
+        return [r for r in self.store.kept[user.id]
+                if (flow is None or r.flow == flow)
+                and (theme is None or (r.flow == "daily" and r.step == theme))]
+
+    def reflection_kinds(self, user: User) -> list[tuple[str, str]]:
+        return sorted({(r.flow, r.step) for r in self.store.kept[user.id]})
+
+    def practice_moments(self, user: User, since: datetime) -> list[datetime]:
+        kept = [r.created_at for r in self.store.kept[user.id] if r.created_at >= since]
+        done = [run.completed_at for run in self.store.runs[user.id]
+                if run.completed_at is not None and run.completed_at >= since]
+        return kept + done
+
+    def cancel_jobs(self, user: User, kind: str) -> None:
+        """Scheduled work is not part of this benchmark: nothing is ever planned here."""
 
     def reflections(self, user: User) -> list[Reflection]:
         return list(self.store.kept[user.id])
 
-    def reflections_page(self, user: User, offset: int, limit: int) -> list[Reflection]:
-        newest_first = sorted(self.store.kept[user.id], key=lambda r: (r.created_at, r.id),
+    def reflections_page(self, user: User, offset: int, limit: int, flow: str | None = None,
+                         theme: str | None = None) -> list[Reflection]:
+        newest_first = sorted(self._kept(user, flow, theme), key=lambda r: (r.created_at, r.id),
                               reverse=True)
         return newest_first[offset : offset + limit]
 

@@ -77,7 +77,7 @@ class OfflineBotAPI(BaseRequest):
             result = BOT_USER
         elif endpoint == "getUpdates":
             result = []
-        elif endpoint == "editMessageReplyMarkup":
+        elif endpoint in ("editMessageReplyMarkup", "sendPhoto", "sendDocument"):
             result = self._message(params)
         elif endpoint in ("setMyCommands", "deleteWebhook", "answerCallbackQuery", "setWebhook",
                           "deleteMyCommands", "sendChatAction", "close", "logOut"):

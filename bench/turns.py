@@ -61,7 +61,7 @@ TARGET_RATIO = 0.7
 TARGET_SQLITE_RATE = 400.0
 TARGET_SQLITE_P99_MS = 10.0
 
-ONBOARDING = ["/start", "Sounds good", "Yes, keep them", "Partner", "Skip"]
+ONBOARDING = ["/start", "Sounds good", "Yes, keep them", "Partner", "Skip", "Not for now"]
 ANSWERS = [
     [  # triggers
         "When my partner goes quiet in the middle of an argument, my chest tightens and I start "

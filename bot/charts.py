@@ -18,11 +18,12 @@ import math
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import FancyBboxPatch
+if TYPE_CHECKING:  # matplotlib itself is imported only when a picture is drawn: it is slow
+    from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
 # About 800x600 px: readable on a phone once Telegram scales it to the screen width.
 FIGURE_SIZE = (8.0, 6.0)
@@ -99,6 +100,9 @@ def direction(first: float, latest: float) -> str:
 
 
 def _new_figure() -> tuple[Figure, FigureCanvasAgg]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=FIGURE_SIZE, dpi=DPI, facecolor=BACKGROUND)
     return figure, FigureCanvasAgg(figure)
 
@@ -154,6 +158,8 @@ def practice_calendar(year: int, month: int, practised_days: set[int], today: in
 
 def _draw_month(axes: Axes, weeks: list[list[int]], practised: set[int], today: int | None,
                 weekday_names: list[str]) -> None:
+    from matplotlib import patches
+
     axes.set_xlim(0, 7)
     axes.set_ylim(CALENDAR_ROWS + HEADING, 0)  # row 0 at the top, under the weekday names
     axes.set_axis_off()
@@ -168,7 +174,7 @@ def _draw_month(axes: Axes, weeks: list[list[int]], practised: set[int], today: 
                 continue  # a day of the neighbouring month
             done = day in practised
             is_today = day == today
-            cell = FancyBboxPatch(
+            cell = patches.FancyBboxPatch(
                 (column + pad, top + pad), 1 - 2 * pad, 1 - 2 * pad,
                 boxstyle="round,pad=0,rounding_size=0.14",
                 facecolor=PRACTISED_CELL if done else EMPTY_CELL,

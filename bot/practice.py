@@ -21,7 +21,7 @@ from bot.storage.models import User, as_utc
 from bot.storage.repository import UnitOfWork
 
 if TYPE_CHECKING:
-    from bot.engine import _Turn
+    from bot.turn import Turn
 
 DAILY = "daily"
 SNOOZE = "snooze"
@@ -101,7 +101,7 @@ def prompt_buttons(translate: Callable[[str], str]) -> tuple[tuple[Button, ...],
 class DailyPractice:
     """The daily-practice part of one turn."""
 
-    def __init__(self, turn: _Turn, library: PromptLibrary, now: datetime) -> None:
+    def __init__(self, turn: Turn, library: PromptLibrary, now: datetime) -> None:
         self.turn = turn
         self.library = library
         self.now = now

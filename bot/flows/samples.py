@@ -12,7 +12,7 @@ SAMPLE_TEXT = "I notice I go quiet & tense when plans change <suddenly>."
 
 
 def sample_users() -> Iterator[Any]:
-    from bot.engine import UserView  # the engine's own view, so the sample cannot drift from it
+    from bot.views import UserView  # the turn's own view, so the sample cannot drift from it
 
     for focus in (*FOCUS_VALUES, "none"):
         for keep in (True, False):

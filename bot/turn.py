@@ -1,0 +1,778 @@
+"""One turn: what a single update does, inside one database transaction.
+
+The engine (bot.engine) finds the person's lock and the transaction; a `Turn` reads
+the person's state, answers commands, button presses and typed text, moves through
+the flow's machine, renders what to send, and leaves the changes to be committed.
+"""
+
+
+from __future__ import annotations
+
+import logging
+from datetime import time, timedelta
+from typing import TYPE_CHECKING, Any
+
+from babel.dates import format_date, get_day_names
+
+from bot import callbacks
+from bot.answers import (
+    NO_WORDS,
+    SKIP_WORDS,
+    YES_WORDS,
+    match_label,
+    normalise,
+    parse_country,
+    parse_language,
+    parse_scale,
+)
+from bot.charts_text import CalendarRequest, calendar_text
+from bot.crisis.detector import Category, CrisisMatch
+from bot.crisis_lines import lines_for
+from bot.export import export_data, export_documents
+from bot.flows.machine import ANSWER, SKIP, pick
+from bot.flows.spec import FOCUS_VALUES, Expects, Flow, Step
+from bot.i18n import N_, locale_display_name
+from bot.messages import Button, Incoming, InputKind, Message, Reply
+from bot.practice import (
+    DAILY_TITLE,
+    DailyPractice,
+    plan_all,
+)
+from bot.schedule_times import (
+    describe,
+    local_day,
+    parse_clock,
+    zones_for,
+    zones_from_local_time,
+)
+from bot.storage.models import FlowRun, User, as_utc, utcnow
+from bot.storage.repository import HIDE_WINDOW, UnitOfWork, answers_copy
+from bot.views import UserView, resources_view
+
+if TYPE_CHECKING:
+    from bot.engine import Engine
+
+log = logging.getLogger(__name__)
+
+ONBOARDING = "onboarding"
+SKIP_LABEL = N_("Skip")
+SWITCH_LABEL = N_("Yes, switch")
+STAY_LABEL = N_("No, stay here")
+ERASE_LABEL = N_("Yes, delete everything")
+KEEP_LABEL = N_("No, keep it")
+ERASE_WINDOW = timedelta(minutes=10)
+SAFE_TO_READ_LABEL = N_("Yes, I can read it")
+NOT_NOW_LABEL = N_("Not right now")
+CONTINUE_LABEL = N_("I'm safe, continue")
+ALL_LABEL = N_("Everything")
+# Daily prompts by theme, as the journal's filter buttons name them.
+THEME_TITLES = {"self_awareness": N_("Prompts: self-awareness"),
+                "communication": N_("Prompts: communication"),
+                "boundaries": N_("Prompts: boundaries"), "repair": N_("Prompts: repair"),
+                "trustworthiness": N_("Prompts: trustworthiness"),
+                "appreciation": N_("Prompts: appreciation"), "healing": N_("Prompts: healing")}
+OLDER_LABEL = N_("Older")
+NEWER_LABEL = N_("Newer")
+JOURNAL_PAGE_SIZE = 5
+
+
+
+class Turn:
+    """The work of one incoming update, inside one database transaction."""
+
+    def __init__(self, engine: Engine, unit: UnitOfWork, incoming: Incoming,
+                 crisis: CrisisMatch | None = None) -> None:
+        self.engine = engine
+        self.unit = unit
+        self.incoming = incoming
+        self.crisis = crisis
+        self.reply = Reply()
+        self.user: User
+        self.locale = "en"
+        self.erased = False
+        self.duplicate = False
+        self.image: CalendarRequest | None = None  # a picture to draw once the turn is done
+        self.reschedule = False  # the daily prompt's time or zone changed: plan it again
+        self.now = engine.clock()
+        self.practice = (DailyPractice(self, engine.daily, self.now)
+                         if engine.daily is not None else None)
+
+    # ---- entry -----------------------------------------------------------------
+
+    def run(self) -> Turn:
+        """Do the turn's work inside the unit of work's transaction; returns itself."""
+        self._run()
+        if self.reschedule and not self.erased:
+            plan_all(self.unit, self.user, self.now)
+        return self
+
+    def _run(self) -> None:
+        incoming = self.incoming
+        translations = self.engine.renderer.translations
+        self.user = self.unit.user_for_chat(
+            incoming.chat_id, incoming.first_name, translations.pick(incoming.language_code)
+        )
+        if incoming.update_id is not None and not self.unit.claim_update(self.user,
+                                                                         incoming.update_id):
+            log.info("an update delivered twice was handled once")
+            self.duplicate = True
+            return
+        self.locale = self.user.language
+        if self.user.blocked_at is not None:
+            self.user.blocked_at = None  # they are writing to Haven, so it may write back
+            self.reschedule = True
+        if self.crisis is not None:
+            self._crisis(self.crisis.category)
+            return
+        if self.user.crisis_prompt is not None and incoming.kind is not InputKind.PRESS \
+                and self._typed_crisis_answer(incoming.text):
+            return
+        pending_erase = self.user.confirm_delete_at is not None
+        if pending_erase and incoming.kind is not InputKind.PRESS \
+                and self._typed_erase_answer(incoming):
+            return
+        if incoming.kind is InputKind.COMMAND:
+            self._command(incoming.text)
+        elif incoming.kind is InputKind.PRESS:
+            self._press(incoming.text)
+        elif incoming.kind is InputKind.TEXT:
+            self._text(incoming.text)
+        else:
+            self._not_text(incoming.media or "other")
+
+    # ---- commands --------------------------------------------------------------
+
+    def _command(self, name: str) -> None:
+        if name == "help":
+            self._say("system/help.j2", resources=self._resources(), commands=self._commands())
+            return
+        if name == "cancel":
+            self._cancel()
+            return
+        if name in ("export", "delete", "hide"):
+            {"export": self._export, "delete": self._ask_erase, "hide": self._hide}[name]()
+            return
+        if not self.user.onboarded:
+            if name != "start":
+                self._say("system/setup_first.j2")
+            self._enter(ONBOARDING, resume_note=name != "start")
+            return
+        if name == "start":
+            self._welcome_back()
+        elif name == "menu":
+            self._menu()
+        elif name == "progress":
+            self._progress()
+        elif name == "journal":
+            self._journal(0)
+        elif name in ("checkin", "pause", "resume") and self.practice is not None:
+            {"checkin": self.practice.checkin, "pause": self.practice.pause,
+             "resume": self.practice.resume}[name]()
+        elif name in self.engine.commands:
+            self._request_flow(self.engine.commands[name])
+        else:
+            self._say("system/unknown_command.j2", command=f"/{name}")
+            self._repeat_current_step()
+
+    def _welcome_back(self) -> None:
+        """/start again: back to where the person was, or the menu."""
+        located = self._current()
+        if located is None:
+            self._menu()
+            return
+        flow, run, _step = located
+        self._say("system/resume.j2", flow_title=self._t(flow.title))
+        self._render_step(flow, run)
+
+    def _cancel(self) -> None:
+        flow_name = self.user.active_flow
+        if flow_name is None:
+            self._say("system/nothing_to_cancel.j2")
+            return
+        flow = self.engine.flows[flow_name]
+        self.user.active_flow = None
+        self.user.pending_flow = None
+        command = "start" if flow_name == ONBOARDING else flow.command
+        self._say("system/cancelled.j2", flow_title=self._t(flow.title),
+                  command=f"/{command}" if command else None)
+
+    def _request_flow(self, name: str) -> None:
+        """Start or resume flow `name`, asking first if it would leave another flow."""
+        current = self.user.active_flow
+        if current is not None and current != name:
+            self.user.pending_flow = name
+            buttons = ((Button(self._t(SWITCH_LABEL), callbacks.switch(True)),
+                        Button(self._t(STAY_LABEL), callbacks.switch(False))),)
+            self._say("system/switch_flow.j2", buttons=buttons,
+                      current_title=self._t(self.engine.flows[current].title),
+                      new_title=self._t(self.engine.flows[name].title))
+            return
+        self._enter(name, resume_note=True)
+
+    def _enter(self, name: str, resume_note: bool) -> None:
+        """Make `name` the active flow: continue its open run, or start a new one."""
+        flow = self.engine.flows[name]
+        run = self.unit.open_run(self.user, name)
+        self.user.active_flow = name
+        self.user.pending_flow = None
+        if run is not None:
+            if resume_note:
+                self._say("system/resume.j2", flow_title=self._t(flow.title))
+            self._render_step(flow, run)
+            return
+        run = self.unit.start_run(self.user, name, flow.start)
+        self._render_step(flow, run)
+
+    def _menu(self) -> None:
+        counts = self.unit.completed_counts(self.user)
+        open_runs = {run.flow: run for run in self.unit.open_runs(self.user)}
+        entries: list[dict[str, Any]] = []
+        buttons: list[tuple[Button, ...]] = []
+        for flow in self.engine.flows.values():
+            if not flow.in_menu:
+                continue
+            run = open_runs.get(flow.name)
+            number, total = flow.position(run.step if run else flow.start)
+            entries.append({
+                "name": flow.name, "title": self._t(flow.title),
+                "description": self._t(flow.description),
+                "command": f"/{flow.command}" if flow.command else None,
+                "status": "active" if run else ("done" if counts.get(flow.name) else "new"),
+                "step_number": number, "step_count": total,
+                "times_completed": counts.get(flow.name, 0),
+            })
+            buttons.append((Button(self._t(flow.title), callbacks.flow(flow.name)),))
+        self._say("system/menu.j2", flows=entries, buttons=tuple(buttons))
+
+    def _progress(self) -> None:
+        counts = self.unit.completed_counts(self.user)
+        completed = [{"title": self._t(self.engine.flows[name].title), "count": count}
+                     for name, count in counts.items() if name in self.engine.flows
+                     and self.engine.flows[name].in_menu]
+        in_progress = []
+        for run in self.unit.open_runs(self.user):
+            flow = self.engine.flows.get(run.flow)
+            if flow is not None and flow.in_menu:
+                number, total = flow.position(run.step)
+                in_progress.append({"title": self._t(flow.title), "step_number": number,
+                                    "step_count": total})
+        calendar = self._practice_calendar()
+        self._say("system/progress.j2", completed=completed, in_progress=in_progress,
+                  reflections=self.unit.reflection_count(self.user),
+                  keep_reflections=bool(self.user.keep_reflections),
+                  calendar=calendar_text(calendar.month, calendar.practised_days))
+        self.image = calendar
+
+    def _practice_calendar(self) -> CalendarRequest:
+        """Days practised this month, in the person's own time zone; drawn after the turn."""
+        zone = self.user.timezone or "UTC"
+        today = local_day(self.now, zone)
+        month_start = today.replace(day=1)
+        since = self.now - timedelta(days=32)
+        days = {local_day(as_utc(moment), zone) for moment in
+                self.unit.practice_moments(self.user, since)}
+        practised = {day.day for day in days if day >= month_start and day <= today}
+        names = get_day_names("abbreviated", locale=self.locale)
+        return CalendarRequest(today.year, today.month, frozenset(practised), today.day,
+                               format_date(today, "LLLL yyyy", locale=self.locale),
+                               tuple(names[index] for index in range(7)))
+
+    def _journal(self, page: int, only: str | None = None) -> None:
+        flow = only[2:] if only and only.startswith("f_") else None
+        theme = only[2:] if only and only.startswith("t_") else None
+        total = self.unit.reflection_count(self.user, flow, theme)
+        pages = max(1, -(-total // JOURNAL_PAGE_SIZE))
+        page = min(page, pages - 1)
+        rows = self.unit.reflections_page(self.user, page * JOURNAL_PAGE_SIZE,
+                                          JOURNAL_PAGE_SIZE, flow, theme)
+        entries = [{"date": format_date(row.created_at, format="medium", locale=self.locale),
+                    "flow_title": self._t(self._flow_title(row.flow)),
+                    "label": self._t(self._answer_label(row.flow, row.question)),
+                    "text": row.text} for row in rows]
+        nav = []
+        if page > 0:
+            nav.append(Button(self._t(NEWER_LABEL), callbacks.journal(page - 1, only)))
+        if page + 1 < pages:
+            nav.append(Button(self._t(OLDER_LABEL), callbacks.journal(page + 1, only)))
+        rows_of_buttons = [tuple(nav)] if nav else []
+        rows_of_buttons += _rows(self._journal_filters(only), per_row=2)
+        self._say("system/journal.j2", buttons=tuple(rows_of_buttons), entries=entries,
+                  page=page + 1, pages=pages, total=total,
+                  keep_reflections=bool(self.user.keep_reflections),
+                  showing=self._filter_title(only))
+
+    def _journal_filters(self, current: str | None) -> list[Button]:
+        """One button per flow and per daily-prompt theme the person has reflections for."""
+        kinds = self.unit.reflection_kinds(self.user)
+        options = [f"f_{flow}" for flow in dict.fromkeys(flow for flow, _ in kinds)]
+        if len(options) < 2 and not current:
+            options = []  # one kind of reflection only: nothing to filter by
+        options += [f"t_{theme}" for flow, theme in kinds if flow == "daily"]
+        buttons = [Button(self._t(ALL_LABEL), callbacks.journal(0))] if current else []
+        return buttons + [Button(self._filter_title(option), callbacks.journal(0, option))
+                          for option in options if option != current]
+
+    def _filter_title(self, only: str | None) -> str:
+        if not only:
+            return ""
+        if only.startswith("f_"):
+            return self._t(self._flow_title(only[2:]))
+        return self._t(THEME_TITLES.get(only[2:], only[2:]))
+
+    def _flow_title(self, name: str) -> str:
+        flow = self.engine.flows.get(name)
+        return flow.title if flow else DAILY_TITLE if name == "daily" else name
+
+    def _answer_label(self, flow_name: str, answer: str) -> str:
+        prompt = self.engine.daily.by_id.get(answer) if self.engine.daily else None
+        if flow_name == "daily" and prompt is not None:
+            return prompt.text
+        flow = self.engine.flows.get(flow_name)
+        for step in flow.steps.values() if flow else ():
+            if step.answer == answer and step.label:
+                return step.label
+        return answer.replace("_", " ").capitalize()
+
+    # ---- crisis ------------------------------------------------------------------
+
+    def _crisis(self, category: Category) -> None:
+        """Resources first; the words that raised it are not kept, and the flow stays put."""
+        self.unit.record_crisis(self.user, category.value)
+        if category is Category.ABUSE:
+            self.user.crisis_prompt = "safe_to_read"
+            buttons = ((Button(self._t(SAFE_TO_READ_LABEL), callbacks.crisis("read")),),
+                       (Button(self._t(NOT_NOW_LABEL), callbacks.crisis("later")),))
+            self._say("system/crisis_safe_to_read.j2", buttons=buttons)
+            return
+        self._crisis_resources(category.value)
+
+    def _crisis_resources(self, category: str) -> None:
+        self.user.crisis_prompt = "continue"
+        buttons = ((Button(self._t(CONTINUE_LABEL), callbacks.crisis("ok")),),)
+        self._say("system/crisis.j2", buttons=buttons, category=category,
+                  resources=self._resources(category))
+
+    def _typed_crisis_answer(self, typed: str) -> bool:
+        """A typed reply to the crisis buttons just shown; True if it was one."""
+        prompt, self.user.crisis_prompt = self.user.crisis_prompt, None
+        if prompt == "safe_to_read":
+            picked = match_label(typed, [self._t(SAFE_TO_READ_LABEL), self._t(NOT_NOW_LABEL)])
+            choice = {0: "read", 1: "later"}.get(picked) if picked is not None else None
+        else:
+            picked = match_label(typed, [self._t(CONTINUE_LABEL)])
+            choice = "ok" if picked == 0 and not typed.strip().isdigit() or typed == "1" else None
+        if choice is None:
+            return False
+        self._crisis_choice(choice)
+        return True
+
+    def _crisis_choice(self, choice: str) -> None:
+        self.user.crisis_prompt = None
+        if choice == "read":
+            self._crisis_resources(Category.ABUSE.value)
+        elif choice == "later":
+            self._say("system/crisis_later.j2", resources=self._resources(Category.ABUSE.value))
+        else:
+            self._say("system/crisis_continue.j2")
+            if not self._repeat_current_step():
+                if self.user.onboarded:
+                    self._menu()
+                else:
+                    self._enter(ONBOARDING, resume_note=False)
+
+    # ---- what people own: export, erase, hide -----------------------------------
+
+    def _export(self) -> None:
+        runs = self.unit.all_runs(self.user)
+        reflections = self.unit.reflections(self.user)
+        titles = {name: self._t(flow.title) for name, flow in self.engine.flows.items()}
+        labels = {(name, step.answer): self._t(step.label)
+                  for name, flow in self.engine.flows.items()
+                  for step in flow.steps.values() if step.answer and step.label}
+        data = export_data(self.user, runs, reflections, titles, labels,
+                           self.unit.crisis_events(self.user))
+        documents = export_documents(data, self.engine.renderer, self.locale)
+        self._say("system/export.j2", reflections=len(reflections))
+        last = self.reply.messages[-1]
+        self.reply.messages[-1] = Message(last.text, last.buttons, documents)
+
+    def _ask_erase(self) -> None:
+        self.user.confirm_delete_at = utcnow()
+        buttons = ((Button(self._t(ERASE_LABEL), callbacks.erase(True)),),
+                   (Button(self._t(KEEP_LABEL), callbacks.erase(False)),))
+        self._say("system/delete_confirm.j2", buttons=buttons,
+                  reflections=self.unit.reflection_count(self.user))
+
+    def _erase_pending(self) -> bool:
+        asked = self.user.confirm_delete_at
+        if asked is None:
+            return False
+        return self.now - as_utc(asked) <= ERASE_WINDOW
+
+    def _typed_erase_answer(self, incoming: Incoming) -> bool:
+        """A typed reply to "delete everything?"; True if it was one."""
+        if incoming.kind is InputKind.TEXT and self._erase_pending():
+            picked = match_label(incoming.text, [self._t(ERASE_LABEL), self._t(KEEP_LABEL)])
+            if picked is not None:
+                self._answer_erase(picked == 0)
+                return True
+        self.user.confirm_delete_at = None  # anything else means "not now"
+        return False
+
+    def _answer_erase(self, confirm: bool) -> None:
+        self.user.confirm_delete_at = None
+        if not confirm:
+            self._say("system/delete_kept.j2")
+            self._repeat_current_step()
+            return
+        self._say("system/deleted.j2")  # rendered while the person's language is still known
+        self.unit.erase(self.user)
+        self.erased = True
+        self.reply.remember_sent = False
+
+    def _hide(self) -> None:
+        self.reply.delete_message_ids = self.unit.recent_message_ids(self.user, HIDE_WINDOW)
+        self.unit.forget_messages(self.user)
+        self.reply.remember_sent = False
+        self._say("system/hidden.j2")
+
+    # ---- button presses --------------------------------------------------------
+
+    def _press(self, data: str) -> None:
+        press = callbacks.parse(data)
+        if isinstance(press, callbacks.FlowPress) and press.flow in self.engine.flows:
+            if not self.user.onboarded and press.flow != ONBOARDING:
+                self._command("start")
+            else:
+                self._request_flow(press.flow)
+            return
+        if isinstance(press, callbacks.DailyPress) and self.practice is not None:
+            self.practice.press(press.choice)
+            return
+        if isinstance(press, callbacks.CrisisPress):
+            self._crisis_choice(press.choice)
+            return
+        if isinstance(press, callbacks.ErasePress) and self._erase_pending():
+            self._answer_erase(press.confirm)
+            return
+        if isinstance(press, callbacks.JournalPress) and self.user.onboarded:
+            self._journal(press.page, press.only)
+            return
+        if isinstance(press, callbacks.SwitchPress) and self.user.pending_flow:
+            self._answer_switch(press.confirm)
+            return
+        if isinstance(press, callbacks.StepPress):
+            located = self._current()
+            if located is not None:
+                flow, run, step = located
+                if run.id == press.run_id and step.name == press.step:
+                    self._apply_press(flow, run, step, press.value)
+                    return
+        self._stale_button()
+
+    def _apply_press(self, flow: Flow, run: FlowRun, step: Step, value: str) -> None:
+        if value == callbacks.SKIP_VALUE:
+            if step.skippable:
+                self._advance(flow, run, step, SKIP, None)
+                return
+        elif step.expects is Expects.CHOICE and step.choice(value) is not None:
+            self._advance(flow, run, step, pick(value), value)
+            return
+        elif step.expects is Expects.SCALE and value.isdigit():
+            number = int(value)
+            if step.scale[0] <= number <= step.scale[1]:
+                self._advance(flow, run, step, ANSWER, number)
+                return
+        elif self._is_offered(step, value):
+            self._advance(flow, run, step, ANSWER, value)
+            return
+        elif (pressed := self._pressed_value(run, step, value)) is not None:
+            self._advance(flow, run, step, ANSWER, pressed)
+            return
+        self._stale_button()
+
+    def _is_offered(self, step: Step, value: str) -> bool:
+        """Whether a country or language button with `value` is one this step offers."""
+        if step.expects is Expects.COUNTRY:
+            return step.choice(value) is not None
+        return step.expects is Expects.LANGUAGE and value in self.engine.renderer.locales
+
+    def _pressed_value(self, run: FlowRun, step: Step, value: str) -> str | None:
+        """What a time or time-zone button stands for, if this step offers it."""
+        if step.expects is Expects.TIME and step.choice(value) is not None:
+            when = _clock_value(value)
+            return when.strftime("%H:%M") if when else None
+        if step.expects is Expects.TIMEZONE and value.startswith("z") and value[1:].isdigit():
+            zones = run.answers.get("_zones") or []
+            index = int(value[1:])
+            return str(zones[index]) if index < len(zones) else None
+        return None
+
+    def _answer_switch(self, confirm: bool) -> None:
+        target = self.user.pending_flow
+        self.user.pending_flow = None
+        if target is None:
+            return
+        if confirm:
+            self._enter(target, resume_note=True)
+            return
+        current = self.user.active_flow
+        if current is not None:
+            self._say("system/stay.j2", flow_title=self._t(self.engine.flows[current].title))
+        self._repeat_current_step()
+
+    def stale_button(self) -> None:
+        self._stale_button()
+
+    def _stale_button(self) -> None:
+        self.reply.notice = self._t(N_("That button is from an earlier message."))
+        self._say("system/stale_button.j2")
+        if not self._repeat_current_step():
+            self._menu()
+
+    # ---- typed text ------------------------------------------------------------
+
+    def _text(self, raw: str) -> None:
+        typed = raw.strip()
+        if self.user.pending_flow:
+            word = normalise(typed)
+            picked = match_label(typed, [self._t(SWITCH_LABEL), self._t(STAY_LABEL)])
+            if picked is not None or word in YES_WORDS or word in NO_WORDS:
+                self._answer_switch(picked == 0 or word in YES_WORDS)
+                return
+            self.user.pending_flow = None  # they moved on: treat it as an answer to the step
+        located = self._current()
+        if located is None:
+            self._text_outside_flow(typed)
+            return
+        flow, run, step = located
+        if not typed:
+            self._say("system/empty.j2", buttons=self._step_buttons(flow, run, step))
+            return
+        if len(typed) > self.engine.config.max_answer_chars:
+            self._say("system/too_long.j2", limit=self.engine.config.max_answer_chars,
+                      buttons=self._step_buttons(flow, run, step))
+            return
+        if step.skippable and normalise(typed) in SKIP_WORDS:
+            self._advance(flow, run, step, SKIP, None)
+            return
+        self._typed_answer(flow, run, step, typed)
+
+    def _typed_answer(self, flow: Flow, run: FlowRun, step: Step, typed: str) -> None:
+        buttons = self._step_buttons(flow, run, step)
+        if step.expects is Expects.TEXT:
+            self._advance(flow, run, step, ANSWER, typed)
+        elif step.expects is Expects.CHOICE:
+            index = match_label(typed, [self._t(choice.label) for choice in step.choices])
+            if index is None:
+                self._say("system/expected_choice.j2", buttons=buttons,
+                          labels=[self._t(choice.label) for choice in step.choices])
+                return
+            self._advance(flow, run, step, pick(step.choices[index].value),
+                                step.choices[index].value)
+        elif step.expects is Expects.SCALE:
+            number = parse_scale(typed, *step.scale)
+            if number is None:
+                self._say("system/expected_scale.j2", buttons=buttons,
+                          low=step.scale[0], high=step.scale[1])
+                return
+            self._advance(flow, run, step, ANSWER, number)
+        elif step.expects is Expects.COUNTRY:
+            index = match_label(typed, [self._t(choice.label) for choice in step.choices])
+            code = step.choices[index].value if index is not None else parse_country(typed)
+            if code is None:
+                self._say("system/expected_country.j2", buttons=buttons)
+                return
+            self._advance(flow, run, step, ANSWER, code)
+        elif step.expects is Expects.LANGUAGE:
+            locales = self.engine.renderer.locales
+            index = match_label(typed, [locale_display_name(code) for code in locales])
+            locale = locales[index] if index is not None else parse_language(typed, locales)
+            if locale is None:
+                self._say("system/expected_choice.j2", buttons=buttons,
+                          labels=[locale_display_name(code) for code in locales])
+                return
+            self._advance(flow, run, step, ANSWER, locale)
+        elif step.expects is Expects.TIME:
+            index = match_label(typed, [self._t(choice.label) for choice in step.choices])
+            when = parse_clock(typed) if index is None else _clock_value(step.choices[index].value)
+            if when is None:
+                self._say("system/expected_time.j2", buttons=buttons)
+                return
+            self._advance(flow, run, step, ANSWER, when.strftime("%H:%M"))
+        elif step.expects is Expects.TIMEZONE:
+            self._typed_zone(flow, run, step, typed)
+
+    def _typed_zone(self, flow: Flow, run: FlowRun, step: Step, typed: str) -> None:
+        """A city, country or the local time now: one match moves on, several are offered."""
+        zones = zones_for(typed) or zones_from_local_time(self.now, typed)
+        if len(zones) == 1:
+            self._advance(flow, run, step, ANSWER, zones[0])
+            return
+        answers = answers_copy(run.answers)
+        answers["_zones"] = zones[:4]
+        run.answers = answers
+        self._say("system/expected_zone.j2", buttons=self._step_buttons(flow, run, step),
+                  zones=[describe(zone, self.now) for zone in zones[:4]])
+
+    def _text_outside_flow(self, typed: str) -> None:
+        if not self.user.onboarded:
+            self._enter(ONBOARDING, resume_note=False)
+            return
+        if typed and self.practice is not None and self.practice.answer(typed):
+            return
+        menu_flows = [flow for flow in self.engine.flows.values() if flow.in_menu]
+        index = match_label(typed, [self._t(flow.title) for flow in menu_flows]) if typed else None
+        if index is not None and not typed.isdigit():
+            self._request_flow(menu_flows[index].name)
+            return
+        self._say("system/outside_flow.j2")
+        self._menu()
+
+    def _not_text(self, media: str) -> None:
+        located = self._current()
+        if located is None:
+            self._say("system/not_text.j2", kind=media, expected="none")
+            return
+        flow, run, step = located
+        self._say("system/not_text.j2", kind=media, expected=step.expects.value,
+                  buttons=self._step_buttons(flow, run, step))
+
+    # ---- moving through a flow -------------------------------------------------
+
+    def _current(self) -> tuple[Flow, FlowRun, Step] | None:
+        name = self.user.active_flow
+        flow = self.engine.flows.get(name) if name else None
+        if flow is None:
+            return None
+        run = self.unit.open_run(self.user, flow.name)
+        if run is None or run.step not in flow.steps:
+            self.user.active_flow = None
+            return None
+        return flow, run, flow.steps[run.step]
+
+    def _repeat_current_step(self) -> bool:
+        located = self._current()
+        if located is None:
+            return False
+        flow, run, _step = located
+        self._render_step(flow, run)
+        return True
+
+    def _advance(self, flow: Flow, run: FlowRun, step: Step, event: str, value: Any) -> None:
+        """Record the answer to `step`, move along the flow's machine and show what comes next."""
+        if value is not None:
+            self._record(run, step, value)
+        destination = self.engine.machines[flow.name].advance(step.name, event)
+        run.step = destination
+        next_step = flow.steps[destination]
+        self._render_step(flow, run)
+        if next_step.end:
+            self._finish(flow, run)
+            if next_step.after == "menu":
+                self._menu()
+
+    def _record(self, run: FlowRun, step: Step, value: Any) -> None:
+        if step.profile == "keep_reflections":
+            self.user.keep_reflections = value in ("yes", True)
+        elif step.profile == "focus":
+            self.user.focus = value if value in FOCUS_VALUES else None
+        elif step.profile == "country":
+            self.user.country = str(value)
+        elif step.profile == "language":
+            self.user.language = str(value)
+            self.locale = self.user.language
+        elif step.profile == "daily_enabled":
+            self.user.daily_enabled = value in ("yes", True)
+            self.reschedule = True
+        elif step.profile == "daily_time":
+            self.user.daily_time = str(value)
+            self.reschedule = True
+        elif step.profile == "timezone":
+            self.user.timezone = str(value)
+            self.reschedule = True
+        elif step.profile in ("quiet_start", "quiet_end"):
+            if value == "none":  # quiet hours off
+                self.user.quiet_start = self.user.quiet_end = None
+            else:
+                setattr(self.user, step.profile, str(value))
+            self.reschedule = True
+        elif step.profile == "weekly_day":
+            self.user.weekly_day = int(value[1:]) if str(value).startswith("d") else None
+            self.reschedule = True
+        elif step.profile == "discreet":
+            self.user.discreet = value in ("yes", True)
+        if step.answer:
+            answers = answers_copy(run.answers)
+            answers[step.answer] = value
+            run.answers = answers
+        if step.keep and step.answer and self.user.keep_reflections and isinstance(value, str):
+            self.unit.keep_reflection(self.user, run, step.answer, value)
+
+    def _finish(self, flow: Flow, run: FlowRun) -> None:
+        self.unit.finish_run(run)
+        self.user.active_flow = None
+        if flow.name == ONBOARDING:
+            self.user.onboarded = True
+
+    # ---- rendering -------------------------------------------------------------
+
+    def _render_step(self, flow: Flow, run: FlowRun) -> None:
+        step = flow.steps[run.step]
+        self._say(step.template, buttons=self._step_buttons(flow, run, step),
+                  answers=dict(run.answers))
+
+    def _step_buttons(self, flow: Flow, run: FlowRun, step: Step) -> tuple[tuple[Button, ...], ...]:
+        def button(label: str, value: str) -> Button:
+            return Button(label, callbacks.step(run.id, step.name, value))
+
+        rows: list[tuple[Button, ...]] = []
+        if step.expects in (Expects.CHOICE, Expects.COUNTRY):
+            labelled = [button(self._t(choice.label), choice.value) for choice in step.choices]
+            rows += _rows(labelled, per_row=2 if step.expects is Expects.COUNTRY else 1)
+        elif step.expects is Expects.SCALE:
+            low, high = step.scale
+            rows.append(tuple(button(str(n), str(n)) for n in range(low, high + 1)))
+        elif step.expects is Expects.LANGUAGE:
+            locales = self.engine.renderer.locales
+            rows += _rows([button(locale_display_name(code), code) for code in locales], 2)
+        elif step.expects is Expects.TIME:
+            rows += _rows([button(self._t(c.label), c.value) for c in step.choices], 2)
+        elif step.expects is Expects.TIMEZONE:
+            zones = run.answers.get("_zones") or []
+            rows += [(button(zone, f"z{index}"),) for index, zone in enumerate(zones)]
+        if step.skippable:
+            rows.append((button(self._t(SKIP_LABEL), callbacks.SKIP_VALUE),))
+        return tuple(rows)
+
+    def _say(self, template: str, buttons: tuple[tuple[Button, ...], ...] = (),
+             **context: Any) -> None:
+        context.setdefault("answers", {})
+        texts = self.engine.renderer.render(template, self.locale,
+                                            {"user": UserView.of(self.user), **context})
+        for index, text in enumerate(texts):
+            last = index == len(texts) - 1
+            self.reply.messages.append(Message(text, buttons if last else ()))
+
+    def _t(self, message: str) -> str:
+        return self.engine.renderer.gettext(self.locale, message)
+
+    # What bot.practice, working inside a turn, may use.
+    say = _say
+    t = _t
+
+    def _resources(self, topic: str | None = None) -> dict[str, Any]:
+        return resources_view(lines_for(self.user.country, topic))
+
+    def _commands(self) -> list[dict[str, str]]:
+        return [{"command": f"/{command}", "description": self._t(description)}
+                for command, description in self.engine.command_menu()]
+
+
+def _clock_value(value: str) -> time | None:
+    """A time button's value, "0830", as a time."""
+    return parse_clock(f"{value[:2]}:{value[2:]}") if len(value) == 4 and value.isdigit() else None
+
+
+def _rows(buttons: list[Button], per_row: int) -> list[tuple[Button, ...]]:
+    return [tuple(buttons[i : i + per_row]) for i in range(0, len(buttons), per_row)]
