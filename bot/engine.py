@@ -80,6 +80,9 @@ class Engine:
             if flow.command and flow.in_menu:
                 entries.append((flow.command, flow.description or flow.title))
         entries += [
+            ("checkin", N_("Today's question, now")),
+            ("pause", N_("Pause the daily prompt")),
+            ("resume", N_("Start the daily prompt again")),
             ("progress", N_("What you have done so far")),
             ("journal", N_("Your reflections, newest first")),
             ("export", N_("Download everything Haven keeps about you")),
