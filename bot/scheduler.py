@@ -34,6 +34,7 @@ class SchedulerConfig:
     grace: timedelta = timedelta(hours=3)
     lease: timedelta = timedelta(minutes=2)
     batch: int = 200
+    concurrency: int = 8
 
 
 def scheduler_config(settings: Settings) -> SchedulerConfig:
@@ -64,11 +65,22 @@ class Scheduler:
         config = self.config
         claimed = await self.engine.repository.run(
             lambda unit: unit.claim_due_jobs(now, config.lease, config.batch))
-        for job_id in claimed:
-            prepared = await self.engine.prepare_job(job_id, now, config.grace)
-            if prepared is None:
-                continue
-            chat_id, reply = prepared
-            delivered = await self.send(chat_id, reply)
-            await self.engine.finish_job(job_id, self.engine.clock(), delivered)
+        # A few sends in flight at once, so a network round trip does not set the pace;
+        # the send lane still sets the rate.
+        in_flight = asyncio.Semaphore(config.concurrency)
+
+        async def deliver(job_id: int) -> None:
+            async with in_flight:
+                try:
+                    prepared = await self.engine.prepare_job(job_id, now, config.grace)
+                    if prepared is None:
+                        return
+                    chat_id, reply = prepared
+                    delivered = await self.send(chat_id, reply)
+                    await self.engine.finish_job(job_id, self.engine.clock(), delivered)
+                except Exception:
+                    # Left claimed: after the lease it is tried again, by this or another worker.
+                    log.exception("a scheduled message could not be sent")
+
+        await asyncio.gather(*(deliver(job_id) for job_id in claimed))
         return len(claimed)

@@ -89,6 +89,10 @@ class Normaliser:
         self._tokens = {collapse(k): collapse(v) for k, v in spec["tokens"].items()}
         self._fuzzy = self._fuzzy_table(spec["fuzzy"], spec["fuzzy_except"])
         self._common = frozenset(spec["single_letter_words"])
+        # Symbols that stand for a word ("🔪 him" -> "knife him"); empty map: nothing to do.
+        self._symbols: dict[str, str] = dict(spec.get("symbols") or {})
+        keys = sorted(self._symbols, key=len, reverse=True)
+        self._symbols_re = re.compile("|".join(map(re.escape, keys))) if keys else None
 
     def _fuzzy_table(self, words: Iterable[str], excluded: Iterable[str]) -> dict[str, str]:
         """Map each one-typo variant of a keyword to the keyword (never a real word)."""
@@ -104,6 +108,8 @@ class Normaliser:
     def __call__(self, text: str) -> str:
         # Quotes first: NFKC turns the acute accent into a space and a combining mark.
         text = _strip_accents(unicodedata.normalize("NFKC", text.translate(_QUOTES)).casefold())
+        if self._symbols_re is not None and not text.isascii():
+            text = self._symbols_re.sub(lambda m: f" {self._symbols[m.group()]} ", text)
         text = self._leet_re.sub(lambda m: self._leet[m.group()], text)
         text = _STAR_IN_WORD.sub("", text)
         for pattern, replacement in self._apostrophes:
