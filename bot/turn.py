@@ -304,10 +304,11 @@ class Turn:
     def _journal_filters(self, current: str | None) -> list[Button]:
         """One button per flow and per daily-prompt theme the person has reflections for."""
         kinds = self.unit.reflection_kinds(self.user)
+        groups = {theme if flow == "daily" else flow for flow, theme in kinds}
+        if len(groups) < 2 and not current:
+            return []  # one flow or one theme only: a filter would show the same
         options = [f"f_{flow}" for flow in dict.fromkeys(flow for flow, _ in kinds)]
         options += [f"t_{theme}" for flow, theme in kinds if flow == "daily"]
-        if len(kinds) < 2 and not current:
-            return []  # one kind of reflection only: nothing to filter by
         buttons = [Button(self._t(ALL_LABEL), callbacks.journal(0))] if current else []
         return buttons + [Button(self._filter_title(option), callbacks.journal(0, option))
                           for option in options if option != current]
