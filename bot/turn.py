@@ -304,7 +304,7 @@ class Turn:
     def _journal_filters(self, current: str | None) -> list[Button]:
         """One button per flow and per daily-prompt theme the person has reflections for."""
         kinds = self.unit.reflection_kinds(self.user)
-        groups = {theme if flow == "daily" else flow for flow, theme in kinds}
+        groups = {("t", theme) if flow == "daily" else ("f", flow) for flow, theme in kinds}
         if len(groups) < 2 and not current:
             return []  # one flow or one theme only: a filter would show the same
         options = [f"f_{flow}" for flow in dict.fromkeys(flow for flow, _ in kinds)]
