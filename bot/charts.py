@@ -18,6 +18,7 @@ import math
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # matplotlib itself is imported only when a picture is drawn: it is slow
@@ -283,3 +284,22 @@ def trend_text(points: list[tuple[str, dict[str, float]]], labels: dict[str, str
             lines.append(f"{name}: {score_text(first)} → {score_text(latest)}, "
                          f"{direction(first, latest)}")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class CalendarRequest:
+    """A calendar asked for inside a turn, drawn after it (off the event loop)."""
+
+    year: int
+    month: int
+    practised_days: frozenset[int]
+    today: int | None
+    title: str
+    weekday_names: tuple[str, ...]
+
+
+@lru_cache(maxsize=512)
+def draw_calendar(request: CalendarRequest) -> bytes:
+    """The calendar as PNG; the same calendar asked for twice is drawn once."""
+    return practice_calendar(request.year, request.month, set(request.practised_days),
+                             request.today, request.title, list(request.weekday_names)).png

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.charts_text import draw_calendar
+from bot.charts import draw_calendar
 from bot.crisis.detector import CrisisDetector, CrisisMatch, default_detector
 from bot.crisis_lines import lines_for
 from bot.daily import PromptLibrary

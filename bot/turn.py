@@ -25,7 +25,7 @@ from bot.answers import (
     parse_language,
     parse_scale,
 )
-from bot.charts_text import CalendarRequest, calendar_text
+from bot.charts import CalendarRequest, calendar_text
 from bot.crisis.detector import Category, CrisisMatch
 from bot.crisis_lines import lines_for
 from bot.export import export_data, export_documents
@@ -469,7 +469,7 @@ class Turn:
                 if run.id == press.run_id and step.name == press.step:
                     self._apply_press(flow, run, step, press.value)
                     return
-        self._stale_button()
+        self.stale_button()
 
     def _apply_press(self, flow: Flow, run: FlowRun, step: Step, value: str) -> None:
         if value == callbacks.SKIP_VALUE:
@@ -490,7 +490,7 @@ class Turn:
         elif (pressed := self._pressed_value(run, step, value)) is not None:
             self._advance(flow, run, step, ANSWER, pressed)
             return
-        self._stale_button()
+        self.stale_button()
 
     def _is_offered(self, step: Step, value: str) -> bool:
         """Whether a country or language button with `value` is one this step offers."""
@@ -523,9 +523,7 @@ class Turn:
         self._repeat_current_step()
 
     def stale_button(self) -> None:
-        self._stale_button()
-
-    def _stale_button(self) -> None:
+        """A button that no longer fits where the person is: say so, and show where they are."""
         self.reply.notice = self._t(N_("That button is from an earlier message."))
         self._say("system/stale_button.j2")
         if not self._repeat_current_step():
@@ -564,10 +562,10 @@ class Turn:
         if step.expects is Expects.TEXT:
             self._advance(flow, run, step, ANSWER, typed)
         elif step.expects is Expects.CHOICE:
-            index = match_label(typed, [self._t(choice.label) for choice in step.choices])
+            index = match_label(typed, self._labels(step))
             if index is None:
                 self._say("system/expected_choice.j2", buttons=buttons,
-                          labels=[self._t(choice.label) for choice in step.choices])
+                          labels=self._labels(step))
                 return
             self._advance(flow, run, step, pick(step.choices[index].value),
                                 step.choices[index].value)
@@ -579,7 +577,7 @@ class Turn:
                 return
             self._advance(flow, run, step, ANSWER, number)
         elif step.expects is Expects.COUNTRY:
-            index = match_label(typed, [self._t(choice.label) for choice in step.choices])
+            index = match_label(typed, self._labels(step))
             code = step.choices[index].value if index is not None else parse_country(typed)
             if code is None:
                 self._say("system/expected_country.j2", buttons=buttons)
@@ -595,7 +593,7 @@ class Turn:
                 return
             self._advance(flow, run, step, ANSWER, locale)
         elif step.expects is Expects.TIME:
-            index = match_label(typed, [self._t(choice.label) for choice in step.choices])
+            index = match_label(typed, self._labels(step))
             when = parse_clock(typed) if index is None else _clock_value(step.choices[index].value)
             if when is None:
                 self._say("system/expected_time.j2", buttons=buttons)
@@ -754,6 +752,10 @@ class Turn:
         for index, text in enumerate(texts):
             last = index == len(texts) - 1
             self.reply.messages.append(Message(text, buttons if last else ()))
+
+    def _labels(self, step: Step) -> list[str]:
+        """The step's choice labels, as the person sees them."""
+        return [self._t(choice.label) for choice in step.choices]
 
     def _t(self, message: str) -> str:
         return self.engine.renderer.gettext(self.locale, message)
