@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.actions import ACTIONS
 from bot.daily import PromptLibrary
 from bot.engine import Engine, EngineConfig
 from bot.flood import FloodGuard
@@ -39,6 +40,7 @@ def load_content(
         dialogs_dir,
         template_exists=renderer.template_exists,
         render_check=lambda flow: render_errors(renderer, flow, default_locale),
+        actions=ACTIONS,
     )
     broken = [f"prompts/{default_locale}/{template}: does not render: {error}"
               for template, error in system_render_errors(renderer, default_locale)]

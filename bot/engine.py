@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.charts import draw_calendar
+from bot.checkbacks import CHECKBACK
 from bot.crisis.detector import CrisisDetector, CrisisMatch, default_detector
 from bot.crisis_lines import lines_for
 from bot.daily import PromptLibrary
@@ -35,12 +35,14 @@ from bot.practice import (
     quiet_until,
 )
 from bot.rendering import Renderer
-from bot.storage.models import as_utc, utcnow
+from bot.storage.models import ScheduledJob, User, as_utc, utcnow
 from bot.storage.repository import Repository, UnitOfWork
 from bot.turn import Turn
 from bot.views import PLACEHOLDER, resources_view
 
 log = logging.getLogger(__name__)
+# A check-back is sent late rather than never (the person asked for it), but not a week late.
+CHECK_BACK_GRACE = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -140,11 +142,11 @@ class Engine:
                     await self.repository.flush_messages()
                 turn = await self.repository.run(
                     lambda unit: Turn(self, unit, incoming, crisis).run(), incoming.chat_id)
-                if turn.image is not None:
+                for image in reversed(turn.images):
                     # Drawn off the event loop: a chart takes about a tenth of a second.
-                    png = await asyncio.to_thread(draw_calendar, turn.image)
-                    turn.reply.messages.insert(0, Message("", documents=(
-                        Document("practice.png", png, "image/png"),)))
+                    png = await asyncio.to_thread(image.draw)
+                    turn.reply.messages.insert(image.before, Message("", documents=(
+                        Document(image.file_name, png, "image/png"),)))
                 if turn.erased:
                     await self.repository.after_erase()
                 elif incoming.message_id is not None and not (turn.duplicate or hiding):
@@ -167,6 +169,8 @@ class Engine:
             user = unit.user_by_id(job.user_id) if job is not None else None
             if job is None or user is None or job.state != "due":
                 return None
+            if job.kind == CHECKBACK:
+                return self._prepare_check_back(unit, job, user, now)
             unwanted = ((job.kind == DAILY and not user.daily_enabled)
                         or (job.kind == WEEKLY and user.weekly_day is None))
             if user.blocked_at or user.paused or unwanted:
@@ -195,6 +199,24 @@ class Engine:
             return user.chat_id, turn.reply
 
         return await self.repository.run(prepare)
+
+    def _prepare_check_back(self, unit: UnitOfWork, job: ScheduledJob, user: User,
+                            now: datetime) -> tuple[int, Reply] | None:
+        """A check-back the person asked for. A pause stops daily prompts, not this; quiet
+        hours hold back one that starts a flow days later, not one they are waiting for now."""
+        if user.blocked_at or now - as_utc(job.due_at) > CHECK_BACK_GRACE:
+            job.state = "skipped"
+            return None
+        starts_flow = job.target in self.flows
+        if starts_flow and (later := quiet_until(user, now)) is not None:
+            job.due_at, job.claimed_at = later, None
+            return None
+        turn = Turn(self, unit, Incoming(chat_id=user.chat_id, kind=InputKind.OTHER))
+        turn.user, turn.locale = user, user.language
+        if not turn.check_back(job):
+            job.state = "skipped"
+            return None
+        return user.chat_id, turn.reply
 
     async def finish_job(self, job_id: int, now: datetime, delivered: bool) -> None:
         """Mark a job sent (or let go, if the person could not be reached); plan the next."""

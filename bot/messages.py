@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -25,6 +26,16 @@ class Message:
     text: str  # Telegram HTML: user-supplied parts are already escaped
     buttons: tuple[tuple[Button, ...], ...] = ()
     documents: tuple[Document, ...] = ()  # sent before the text
+
+
+@dataclass(frozen=True)
+class PendingImage:
+    """A picture asked for inside a turn: drawn after it, off the event loop, and sent
+    before the message that was number `before` in the reply when it was asked for."""
+
+    file_name: str
+    draw: Callable[[], bytes]
+    before: int
 
 
 class InputKind(StrEnum):

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from datetime import time, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from babel.dates import format_date, get_day_names
 
 from bot import callbacks
+from bot.actions import ACTIONS, ActionCall
 from bot.answers import (
     NO_WORDS,
     SKIP_WORDS,
@@ -25,14 +27,15 @@ from bot.answers import (
     parse_language,
     parse_scale,
 )
-from bot.charts import CalendarRequest, calendar_text
+from bot.charts import CalendarRequest, calendar_text, draw_calendar
+from bot.checkbacks import check_back_due
 from bot.crisis.detector import Category, CrisisMatch
 from bot.crisis_lines import lines_for
 from bot.export import export_data, export_documents
-from bot.flows.machine import ANSWER, SKIP, pick
+from bot.flows.machine import ANSWER, SKIP, pick, route
 from bot.flows.spec import FOCUS_VALUES, Expects, Flow, Step
 from bot.i18n import N_, locale_display_name
-from bot.messages import Button, Incoming, InputKind, Message, Reply
+from bot.messages import Button, Incoming, InputKind, Message, PendingImage, Reply
 from bot.practice import (
     DAILY_TITLE,
     DailyPractice,
@@ -45,7 +48,7 @@ from bot.schedule_times import (
     zones_for,
     zones_from_local_time,
 )
-from bot.storage.models import FlowRun, User, as_utc, utcnow
+from bot.storage.models import FlowRun, ScheduledJob, User, as_utc, utcnow
 from bot.storage.repository import HIDE_WINDOW, UnitOfWork, answers_copy
 from bot.views import UserView, resources_view
 
@@ -91,7 +94,7 @@ class Turn:
         self.locale = "en"
         self.erased = False
         self.duplicate = False
-        self.image: CalendarRequest | None = None  # a picture to draw once the turn is done
+        self.images: list[PendingImage] = []  # pictures to draw once the turn is done
         self.reschedule = False  # the daily prompt's time or zone changed: plan it again
         self.now = engine.clock()
         self.practice = (DailyPractice(self, engine.daily, self.now)
@@ -257,11 +260,12 @@ class Turn:
                 in_progress.append({"title": self._t(flow.title), "step_number": number,
                                     "step_count": total})
         calendar = self._practice_calendar()
+        self.images.append(PendingImage("practice.png", partial(draw_calendar, calendar),
+                                        before=len(self.reply.messages)))
         self._say("system/progress.j2", completed=completed, in_progress=in_progress,
                   reflections=self.unit.reflection_count(self.user),
                   keep_reflections=bool(self.user.keep_reflections),
                   calendar=calendar_text(calendar.month, calendar.practised_days))
-        self.image = calendar
 
     def _practice_calendar(self) -> CalendarRequest:
         """Days practised this month, in the person's own time zone; drawn after the turn."""
@@ -469,7 +473,23 @@ class Turn:
                 if run.id == press.run_id and step.name == press.step:
                     self._apply_press(flow, run, step, press.value)
                     return
+            if self._press_elsewhere(press):
+                return
         self.stale_button()
+
+    def _press_elsewhere(self, press: callbacks.StepPress) -> bool:
+        """A button of another flow's open run, where that run still is (say, under a
+        check-back): the person goes back to that flow, and the one they were in is kept."""
+        run = self.unit.run_by_id(press.run_id)
+        flow = self.engine.flows.get(run.flow) if run is not None else None
+        if run is None or flow is None or run.user_id != self.user.id or run.status != "open" \
+                or run.step != press.step or run.step not in flow.steps \
+                or not self.user.onboarded or self.unit.open_run(self.user, flow.name) is not run:
+            return False
+        self.user.active_flow = flow.name
+        self.user.pending_flow = None
+        self._apply_press(flow, run, flow.steps[run.step], press.value)
+        return True
 
     def _apply_press(self, flow: Flow, run: FlowRun, step: Step, value: str) -> None:
         if value == callbacks.SKIP_VALUE:
@@ -482,7 +502,7 @@ class Turn:
         elif step.expects is Expects.SCALE and value.isdigit():
             number = int(value)
             if step.scale[0] <= number <= step.scale[1]:
-                self._advance(flow, run, step, ANSWER, number)
+                self._advance(flow, run, step, self._scale_event(step, number), number)
                 return
         elif self._is_offered(step, value):
             self._advance(flow, run, step, ANSWER, value)
@@ -575,7 +595,7 @@ class Turn:
                 self._say("system/expected_scale.j2", buttons=buttons,
                           low=step.scale[0], high=step.scale[1])
                 return
-            self._advance(flow, run, step, ANSWER, number)
+            self._advance(flow, run, step, self._scale_event(step, number), number)
         elif step.expects is Expects.COUNTRY:
             index = match_label(typed, self._labels(step))
             code = step.choices[index].value if index is not None else parse_country(typed)
@@ -658,6 +678,11 @@ class Turn:
         self._render_step(flow, run)
         return True
 
+    @staticmethod
+    def _scale_event(step: Step, number: int) -> str:
+        index = step.route_for(number)
+        return ANSWER if index is None else route(index)
+
     def _advance(self, flow: Flow, run: FlowRun, step: Step, event: str, value: Any) -> None:
         """Record the answer to `step`, move along the flow's machine and show what comes next."""
         if value is not None:
@@ -665,7 +690,7 @@ class Turn:
         destination = self.engine.machines[flow.name].advance(step.name, event)
         run.step = destination
         next_step = flow.steps[destination]
-        self._render_step(flow, run)
+        self._render_step(flow, run, entering=True)
         if next_step.end:
             self._finish(flow, run)
             if next_step.after == "menu":
@@ -707,6 +732,45 @@ class Turn:
             run.answers = answers
         if step.keep and step.answer and self.user.keep_reflections and isinstance(value, str):
             self.unit.keep_reflection(self.user, run, step.answer, value)
+        if step.check_back is not None:
+            self._plan_check_back(run, step, value)
+
+    def _plan_check_back(self, run: FlowRun, step: Step, value: Any) -> None:
+        """The person chose when Haven should come back to them: plan it (or, for "none",
+        drop one planned earlier for the same place)."""
+        check_back = step.check_back
+        assert check_back is not None
+        target = check_back.wait_at or check_back.start
+        assert target is not None
+        due = check_back_due(self.now, value, self.user.timezone, self.user.daily_time)
+        if due is None:
+            self.unit.cancel_check_back(run, target)
+        else:
+            self.unit.plan_check_back(self.user, run, due, target,
+                                      run.answers if check_back.start else None)
+
+    def check_back(self, job: ScheduledJob) -> bool:
+        """Send a due check-back (see bot.flows.spec.CheckBack); False if it no longer fits."""
+        source = self.unit.run_by_id(job.run_id) if job.run_id is not None else None
+        flow = self.engine.flows.get(source.flow) if source is not None else None
+        if source is None or flow is None or job.target is None:
+            return False
+        templates = [step.check_back.template for step in flow.steps.values()
+                     if step.check_back and step.check_back.wait_at == job.target]
+        if templates and templates[0]:
+            if source.status != "open" or source.step != job.target:
+                return False  # they moved on already
+            self._say(templates[0], answers=dict(source.answers))
+            shown, run = flow, source
+        elif job.target in self.engine.flows:
+            shown = self.engine.flows[job.target]
+            run = self.unit.start_run_with(self.user, shown.name, shown.start, job.answers or {})
+        else:
+            return False
+        self._render_step(shown, run, entering=run is not source)
+        if self.user.active_flow is None:
+            self.user.active_flow = shown.name  # so a typed answer counts as well
+        return True
 
     def _finish(self, flow: Flow, run: FlowRun) -> None:
         self.unit.finish_run(run)
@@ -716,10 +780,13 @@ class Turn:
 
     # ---- rendering -------------------------------------------------------------
 
-    def _render_step(self, flow: Flow, run: FlowRun) -> None:
+    def _render_step(self, flow: Flow, run: FlowRun, entering: bool = False) -> None:
         step = flow.steps[run.step]
+        extra: dict[str, Any] = {}
+        if step.action is not None:
+            extra = ACTIONS[step.action].context(ActionCall(self, flow, run, step, entering))
         self._say(step.template, buttons=self._step_buttons(flow, run, step),
-                  answers=dict(run.answers))
+                  answers=dict(run.answers), **extra)
 
     def _step_buttons(self, flow: Flow, run: FlowRun, step: Step) -> tuple[tuple[Button, ...], ...]:
         def button(label: str, value: str) -> Button:

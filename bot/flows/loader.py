@@ -14,13 +14,15 @@ from typing import Any
 
 import yaml
 
-from bot.flows.spec import PROFILE_FIELDS, Choice, Expects, Flow, Step
+from bot.flows.spec import PROFILE_FIELDS, CheckBack, Choice, Expects, Flow, Route, Step
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
 STEP_KEYS = {
     "template", "expects", "choices", "scale", "answer", "label", "keep", "profile",
-    "skippable", "next", "end", "after",
+    "skippable", "next", "end", "after", "routes", "action", "check_back",
 }
+CHECK_BACK_KEYS = {"wait_at", "template", "start"}
+DELAY = re.compile(r"^([mhd])(\d{1,3})$")
 FLOW_KEYS = {"name", "command", "title", "description", "in_menu", "start", "steps"}
 AFTER_VALUES = {"menu"}
 
@@ -38,10 +40,17 @@ class _Problems:
         self.lines.append(f"{where}: {message}")
 
 
+def delay_of(answer: object) -> tuple[str, int] | None:
+    """A check-back delay chosen as an answer: "m20" -> ("m", 20); None for anything else."""
+    match = DELAY.match(answer) if isinstance(answer, str) else None
+    return (match[1], int(match[2])) if match and int(match[2]) > 0 else None
+
+
 def load_flows(
     dialogs_dir: Path,
     template_exists: Callable[[str], bool],
     render_check: Callable[[Flow], Iterable[tuple[str, str]]] | None = None,
+    actions: Iterable[str] = (),
 ) -> dict[str, Flow]:
     """Load and validate every flow in `dialogs_dir`, keyed by flow name.
 
@@ -58,7 +67,7 @@ def load_flows(
         flow = _load_file(path, problems)
         if flow is None:
             continue
-        _check_flow(flow, template_exists, problems)
+        _check_flow(flow, template_exists, problems, set(actions))
         if flow.name in flows:
             problems.add(flow.source, None, f"another file already defines flow '{flow.name}'")
         flows[flow.name] = flow
@@ -69,6 +78,10 @@ def load_flows(
                          f"command /{flow.command} is also used by {commands[flow.command]}")
         if flow.command:
             commands[flow.command] = flow.source
+        for spec in flow.steps.values():
+            start = spec.check_back.start if spec.check_back else None
+            if start is not None and start not in flows:
+                problems.add(flow.source, spec.name, f"check_back starts an unknown flow '{start}'")
     if not problems.lines and render_check is not None:
         for flow in flows.values():
             for step, error in render_check(flow):
@@ -147,6 +160,9 @@ def _load_step(source: str, flow: str, name: str, raw: Any, problems: _Problems)
     if after is not None and after not in AFTER_VALUES:
         problems.add(source, name, f"after {after!r} is not one of {sorted(AFTER_VALUES)}")
     return Step(
+        routes=_load_routes(source, name, raw.get("routes") or [], problems),
+        action=str(raw["action"]) if raw.get("action") is not None else None,
+        check_back=_load_check_back(source, name, raw.get("check_back"), problems),
         name=name,
         template=str(raw.get("template") or f"{flow}/{name}.j2"),
         expects=expects,
@@ -182,16 +198,64 @@ def _load_choices(source: str, step: str, raw: Any, problems: _Problems) -> tupl
     return tuple(choices)
 
 
-def _check_flow(flow: Flow, template_exists: Callable[[str], bool], problems: _Problems) -> None:
+def _load_routes(source: str, step: str, raw: Any, problems: _Problems) -> tuple[Route, ...]:
+    if not isinstance(raw, list):
+        problems.add(source, step, "routes should be a list of {min, max, next}")
+        return ()
+    routes: list[Route] = []
+    for item in raw:
+        if not isinstance(item, dict) or "next" not in item or not ({"min", "max"} & set(item)):
+            problems.add(source, step, f"each route needs next and min or max: {item!r}")
+            continue
+        routes.append(Route(low=int(item.get("min", -1000)), high=int(item.get("max", 1000)),
+                            next=str(item["next"])))
+    return tuple(routes)
+
+
+def _load_check_back(source: str, step: str, raw: Any, problems: _Problems) -> CheckBack | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - CHECK_BACK_KEYS:
+        problems.add(source, step, "check_back takes wait_at and template, or start")
+        return None
+    check_back = CheckBack(wait_at=raw.get("wait_at"), template=raw.get("template"),
+                           start=raw.get("start"))
+    if bool(check_back.wait_at) == bool(check_back.start) or \
+            bool(check_back.wait_at) != bool(check_back.template):
+        problems.add(source, step, "check_back needs either wait_at with a template, or start")
+    return check_back
+
+
+def _check_flow(flow: Flow, template_exists: Callable[[str], bool], problems: _Problems,
+                actions: set[str]) -> None:
     for step in flow.steps.values():
         if not template_exists(step.template):
             problems.add(flow.source, step.name, f"no template (looked for {step.template})")
+        if step.action is not None and step.action not in actions:
+            problems.add(flow.source, step.name, f"action '{step.action}' is not one of "
+                                                 f"{sorted(actions)}")
+        _check_check_back(flow, step, template_exists, problems)
         for target in step.targets():
             if target not in flow.steps:
                 problems.add(flow.source, step.name, f"leads to an unknown step '{target}'")
         _check_shape(flow, step, problems)
     for orphan in sorted(set(flow.steps) - _reachable(flow)):
         problems.add(flow.source, orphan, f"cannot be reached from the start step '{flow.start}'")
+
+
+def _check_check_back(flow: Flow, step: Step, template_exists: Callable[[str], bool],
+                      problems: _Problems) -> None:
+    check_back = step.check_back
+    if check_back is None:
+        return
+    if step.expects is not Expects.CHOICE or not any(delay_of(c.value) for c in step.choices):
+        problems.add(flow.source, step.name, "check_back is for a choice step whose values are "
+                                             "delays such as m20, h1 or d3")
+    if check_back.wait_at and check_back.wait_at not in flow.steps:
+        problems.add(flow.source, step.name, f"check_back waits at an unknown step "
+                                             f"'{check_back.wait_at}'")
+    if check_back.template and not template_exists(check_back.template):
+        problems.add(flow.source, step.name, f"no template (looked for {check_back.template})")
 
 
 def _check_shape(flow: Flow, step: Step, problems: _Problems) -> None:
@@ -220,6 +284,8 @@ def _check_shape(flow: Flow, step: Step, problems: _Problems) -> None:
         problems.add(flow.source, step.name, "keep is for free-text answers")
     if step.keep and not step.label:
         problems.add(flow.source, step.name, "keep needs a label, to name the answer in /journal")
+    if step.routes and step.expects is not Expects.SCALE:
+        problems.add(flow.source, step.name, "routes are for scale steps")
 
 
 def _reachable(flow: Flow) -> set[str]:

@@ -21,6 +21,11 @@ def pick(value: str) -> str:
     return f"pick_{value}"
 
 
+def route(index: int) -> str:
+    """The event fired when a scale answer falls in the step's route number `index`."""
+    return f"route_{index}"
+
+
 class _Cursor:
     __slots__ = ("state",)
 
@@ -43,6 +48,9 @@ class FlowMachine:
                                         "dest": dest})
             elif step.next:
                 transitions.append({"trigger": ANSWER, "source": step.name, "dest": step.next})
+            for index, path in enumerate(step.routes):
+                transitions.append({"trigger": route(index), "source": step.name,
+                                    "dest": path.next})
             if step.skippable and step.next:
                 transitions.append({"trigger": SKIP, "source": step.name, "dest": step.next})
         self._machine = Machine(

@@ -39,23 +39,40 @@ def sample_answers(flow: Flow) -> dict[str, Any]:
 
 
 def render_errors(renderer: Renderer, flow: Flow, locale: str) -> Iterator[tuple[str, str]]:
-    """(step, error) for each template of `flow` that fails to render in `locale`."""
+    """(step, error) for each template of `flow` that fails to render in `locale`.
+
+    A step with an action is rendered with each of the action's sample contexts; a
+    check-back's own template is rendered too.
+    """
+    from bot.actions import ACTIONS  # actions reach the turn, which imports this module
+
     full = sample_answers(flow)
     for step in flow.steps.values():
-        for user in sample_users():
-            for answers in (full, {}):
+        action = ACTIONS.get(step.action) if step.action else None
+        extras = action.samples() if action is not None else [{}]
+        templates = [step.template]
+        if step.check_back and step.check_back.template:
+            templates.append(step.check_back.template)
+        for template in templates:
+            error = _first_error(renderer, template, locale, full, extras)
+            if error is not None:
+                yield step.name, error
+                break
+
+
+def _first_error(renderer: Renderer, template: str, locale: str, full: dict[str, Any],
+                 extras: list[dict[str, Any]]) -> str | None:
+    for user in sample_users():
+        for answers in (full, {}):
+            for extra in extras:
                 try:
-                    texts = renderer.render(step.template, locale, {"user": user,
-                                                                    "answers": answers})
+                    texts = renderer.render(template, locale,
+                                            {"user": user, "answers": answers, **extra})
                 except Exception as error:  # noqa: BLE001 - report every kind of failure
-                    yield step.name, f"{type(error).__name__}: {error}"
-                    break
+                    return f"{type(error).__name__}: {error}"
                 if not texts or "---" in "".join(texts):
-                    yield step.name, "renders to an empty message, or a --- not on its own line"
-                    break
-            else:
-                continue
-            break
+                    return "renders to an empty message, or a --- not on its own line"
+    return None
 
 
 def _menu_entries() -> list[dict[str, Any]]:

@@ -31,6 +31,30 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class Route:
+    """On a scale step: answers from `low` to `high` lead to `next` instead of the step's own."""
+
+    low: int
+    high: int
+    next: str
+
+
+@dataclass(frozen=True)
+class CheckBack:
+    """A timed message, planned when the step is answered; the delay is the answer itself.
+
+    Answers like "m20", "h1" or "d3" mean 20 minutes, an hour, three days; any other
+    answer (such as "none") plans nothing. When it is due, either the run is still
+    waiting at step `wait_at` and Haven sends `template` and shows that step again,
+    or a new run of flow `start` begins with a copy of this run's answers.
+    """
+
+    wait_at: str | None = None
+    template: str | None = None
+    start: str | None = None
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     template: str
@@ -46,6 +70,14 @@ class Step:
     next: str | None = None
     end: bool = False
     after: str | None = None
+    routes: tuple[Route, ...] = ()
+    action: str | None = None  # computed context for the template (bot.actions)
+    check_back: CheckBack | None = None
+
+    def route_for(self, value: int) -> int | None:
+        """The index of the route a scale answer takes, or None for the step's own next."""
+        return next((index for index, route in enumerate(self.routes)
+                     if route.low <= value <= route.high), None)
 
     def choice(self, value: str) -> Choice | None:
         return next((choice for choice in self.choices if choice.value == value), None)
@@ -53,6 +85,7 @@ class Step:
     def targets(self) -> list[str]:
         """Every step this one can lead to."""
         found = [choice.next for choice in self.choices if choice.next]
+        found += [route.next for route in self.routes]
         if self.next:
             found.append(self.next)
         return found

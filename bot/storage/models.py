@@ -159,10 +159,31 @@ class ScheduledJob(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # "daily" or "snooze"
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # daily snooze weekly checkback
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     local_date: Mapped[date | None] = mapped_column(Date)
     state: Mapped[str] = mapped_column(String(8), default="due", nullable=False)  # due/sent/skipped
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     prompt_id: Mapped[str | None] = mapped_column(String(32))
+    # A flow's check-back: the run it belongs to, and the step it waits at or the flow it starts.
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"))
+    target: Mapped[str | None] = mapped_column(String(32))
+    # For a check-back that starts a flow: the answers it carries (encrypted, like the run's).
+    answers: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON)
+
+
+class SafetyCheck(Base):
+    """One safety check's result: a score per element and a rating per threat, with its date.
+
+    The scores are the person's own view of a relationship, so they are encrypted like text.
+    """
+
+    __tablename__ = "safety_checks"
+    __table_args__ = (Index("ix_safety_checks_user_created", "user_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    relationship: Mapped[str] = mapped_column(String(16), nullable=False)
+    scores: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -26,6 +26,7 @@ from bot.storage.models import (
     CrisisEvent,
     FlowRun,
     Reflection,
+    SafetyCheck,
     ScheduledJob,
     User,
     utcnow,
@@ -34,6 +35,7 @@ from bot.storage.models import (
 log = logging.getLogger(__name__)
 OPEN = "open"
 DONE = "done"
+ASIDE = "aside"  # an open run replaced by a newer run of the same flow
 T = TypeVar("T")
 HIDE_WINDOW = timedelta(hours=48)  # how long Telegram lets a bot delete a message
 RECENT_UPDATES = 32
@@ -131,6 +133,19 @@ class UnitOfWork:
         self.session.flush()  # the run's id goes into its buttons
         self._open_runs[(user.id, flow)] = run
         return run
+
+    def start_run_with(self, user: User, flow: str, step: str,
+                       answers: dict[str, Any]) -> FlowRun:
+        """A new run of `flow` carrying `answers`; an older open run of it is set aside."""
+        older = self.open_run(user, flow)
+        if older is not None:
+            older.status = ASIDE
+        run = self.start_run(user, flow, step)
+        run.answers = answers_copy(answers)
+        return run
+
+    def run_by_id(self, run_id: int) -> FlowRun | None:
+        return self.session.get(FlowRun, run_id)
 
     def finish_run(self, run: FlowRun) -> None:
         self._open_runs[(run.user_id, run.flow)] = None
@@ -246,6 +261,19 @@ class UnitOfWork:
             .on_conflict_do_nothing()
         )
 
+    def plan_check_back(self, user: User, run: FlowRun, due_at: datetime, target: str,
+                        answers: dict[str, Any] | None = None) -> None:
+        """A flow's timed check-back; planning it again for the same run and target moves it."""
+        self.cancel_check_back(run, target)
+        self.session.add(ScheduledJob(user_id=user.id, kind="checkback", due_at=due_at,
+                                      state="due", run_id=run.id, target=target,
+                                      answers=answers_copy(answers) if answers else None))
+
+    def cancel_check_back(self, run: FlowRun, target: str) -> None:
+        self.session.execute(delete(ScheduledJob).where(
+            ScheduledJob.run_id == run.id, ScheduledJob.target == target,
+            ScheduledJob.state == "due"))
+
     def job_done_on(self, user: User, kind: str, day: date) -> bool:
         """Whether the `kind` job for local `day` was already sent (or let go)."""
         return self.session.execute(
@@ -309,9 +337,24 @@ class UnitOfWork:
         ).all()
         return [(str(prompt_id), sent_at) for prompt_id, sent_at in rows if sent_at is not None]
 
+    def add_safety_check(self, user: User, relationship: str, scores: dict[str, Any],
+                         when: datetime) -> SafetyCheck:
+        check = SafetyCheck(user_id=user.id, relationship=relationship, scores=scores,
+                            created_at=when)
+        self.session.add(check)
+        return check
+
+    def safety_checks(self, user: User, relationship: str | None = None) -> list[SafetyCheck]:
+        """The person's safety checks, oldest first; one relationship's only, if asked."""
+        query = select(SafetyCheck).where(SafetyCheck.user_id == user.id)
+        if relationship is not None:
+            query = query.where(SafetyCheck.relationship == relationship)
+        return list(self.session.execute(
+            query.order_by(SafetyCheck.created_at, SafetyCheck.id)).scalars())
+
     def erase(self, user: User) -> None:
         """Remove the person and everything of theirs (every table cascades from users)."""
-        for table in (ChatMessage, CrisisEvent, Reflection, FlowRun, ScheduledJob):
+        for table in (ChatMessage, CrisisEvent, Reflection, ScheduledJob, SafetyCheck, FlowRun):
             self.session.execute(delete(table).where(table.user_id == user.id))
         self.session.execute(delete(User).where(User.id == user.id))
         self.session.expunge_all()  # nothing of theirs may be written back
