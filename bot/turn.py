@@ -731,7 +731,10 @@ class Turn:
             answers[step.answer] = value
             run.answers = answers
         if step.keep and step.answer and self.user.keep_reflections and isinstance(value, str):
-            self.unit.keep_reflection(self.user, run, step.answer, value)
+            choice = step.choice(value) if step.expects is Expects.CHOICE else None
+            # A choice is kept as the words the person picked, as they read them.
+            self.unit.keep_reflection(self.user, run, step.answer,
+                                      self._t(choice.label) if choice else value)
         if step.check_back is not None:
             self._plan_check_back(run, step, value)
 

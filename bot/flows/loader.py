@@ -23,7 +23,7 @@ STEP_KEYS = {
 }
 CHECK_BACK_KEYS = {"wait_at", "template", "start"}
 DELAY = re.compile(r"^([mhd])(\d{1,3})$")
-FLOW_KEYS = {"name", "command", "title", "description", "in_menu", "start", "steps"}
+FLOW_KEYS = {"name", "command", "title", "description", "in_menu", "order", "start", "steps"}
 AFTER_VALUES = {"menu"}
 
 
@@ -88,7 +88,7 @@ def load_flows(
                 problems.add(flow.source, step, f"template does not render: {error}")
     if problems.lines:
         raise FlowError("\n".join(problems.lines))
-    return flows
+    return dict(sorted(flows.items(), key=lambda item: (item[1].order, item[0])))
 
 
 def _load_file(path: Path, problems: _Problems) -> Flow | None:
@@ -127,7 +127,7 @@ def _load_file(path: Path, problems: _Problems) -> Flow | None:
     return Flow(
         name=name, source=source, start=str(start), steps=steps, command=command,
         title=str(data.get("title") or name), description=str(data.get("description") or ""),
-        in_menu=bool(data.get("in_menu", True)),
+        in_menu=bool(data.get("in_menu", True)), order=int(data.get("order", 100)),
     )
 
 
@@ -280,8 +280,8 @@ def _check_shape(flow: Flow, step: Step, problems: _Problems) -> None:
         problems.add(flow.source, step.name, "after is only for end steps")
     if step.keep and not step.answer:
         problems.add(flow.source, step.name, "keep needs an answer name to keep it under")
-    if step.keep and step.expects is not Expects.TEXT:
-        problems.add(flow.source, step.name, "keep is for free-text answers")
+    if step.keep and step.expects not in (Expects.TEXT, Expects.CHOICE):
+        problems.add(flow.source, step.name, "keep is for free-text answers and choices")
     if step.keep and not step.label:
         problems.add(flow.source, step.name, "keep needs a label, to name the answer in /journal")
     if step.routes and step.expects is not Expects.SCALE:

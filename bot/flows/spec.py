@@ -101,6 +101,7 @@ class Flow:
     title: str = ""
     description: str = ""
     in_menu: bool = True
+    order: int = 100  # where it comes in /menu and the command list: lower first
 
     @property
     def step_order(self) -> list[str]:
