@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from bot.messages import Document
 from bot.rendering import Renderer
-from bot.storage.models import CrisisEvent, FlowRun, Reflection, User, utcnow
+from bot.storage.models import (
+    CrisisEvent,
+    FlowRun,
+    Reflection,
+    SafetyCheck,
+    ScheduledJob,
+    User,
+    utcnow,
+)
 
 
 def _when(value: datetime | None) -> str | None:
@@ -17,7 +26,8 @@ def _when(value: datetime | None) -> str | None:
 
 def export_data(user: User, runs: list[FlowRun], reflections: list[Reflection],
                 flow_titles: dict[str, str], labels: dict[tuple[str, str], str],
-                crisis_events: list[CrisisEvent]) -> dict[str, Any]:
+                crisis_events: list[CrisisEvent], safety_checks: Sequence[SafetyCheck] = (),
+                check_backs: Sequence[ScheduledJob] = ()) -> dict[str, Any]:
     """`labels` names each kept answer, by (flow, answer name)."""
     return {
         "exported_at": _when(utcnow()),
@@ -45,6 +55,17 @@ def export_data(user: User, runs: list[FlowRun], reflections: list[Reflection],
              "question": labels.get((row.flow, row.question), row.question),
              "text": row.text}
             for row in reflections
+        ],
+        "safety_checks": [
+            {"date": _when(check.created_at), "relationship": check.relationship,
+             "element_scores": dict(check.scores.get("elements", {})),
+             "threats": dict(check.scores.get("threats", {}))}
+            for check in safety_checks
+        ],
+        "check_ins_planned": [
+            {"due": _when(job.due_at), "flow": flow_titles.get(
+                job.target or "", job.target or ""), "carries_answers": bool(job.answers)}
+            for job in check_backs
         ],
         # Only the kind and the time: the words that raised them were never kept.
         "crisis_moments": [{"date": _when(event.at), "kind": event.category}

@@ -395,7 +395,8 @@ class Turn:
                   for name, flow in self.engine.flows.items()
                   for step in flow.steps.values() if step.answer and step.label}
         data = export_data(self.user, runs, reflections, titles, labels,
-                           self.unit.crisis_events(self.user))
+                           self.unit.crisis_events(self.user), self.unit.safety_checks(self.user),
+                           self.unit.planned_check_backs(self.user))
         documents = export_documents(data, self.engine.renderer, self.locale)
         self._say("system/export.j2", reflections=len(reflections))
         last = self.reply.messages[-1]

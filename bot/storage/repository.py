@@ -269,6 +269,13 @@ class UnitOfWork:
                                       state="due", run_id=run.id, target=target,
                                       answers=answers_copy(answers) if answers else None))
 
+    def planned_check_backs(self, user: User) -> list[ScheduledJob]:
+        return list(self.session.execute(
+            select(ScheduledJob).where(ScheduledJob.user_id == user.id,
+                                       ScheduledJob.kind == "checkback",
+                                       ScheduledJob.state == "due")
+            .order_by(ScheduledJob.due_at)).scalars())
+
     def cancel_check_back(self, run: FlowRun, target: str) -> None:
         self.session.execute(delete(ScheduledJob).where(
             ScheduledJob.run_id == run.id, ScheduledJob.target == target,
