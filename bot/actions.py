@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.crisis_lines import lines_for
+from bot.safety_check import safety_result, safety_result_samples
+from bot.talk import draft_check_context, draft_check_samples
 from bot.views import resources_view
 
 if TYPE_CHECKING:
@@ -42,6 +44,11 @@ def _resources(call: ActionCall) -> dict[str, Any]:
     return {"resources": resources_view(lines_for(call.turn.user.country, None))}
 
 
+def _healing_resources(call: ActionCall) -> dict[str, Any]:
+    """The same lines, those for people hurt in a relationship first (all are still listed)."""
+    return {"resources": resources_view(lines_for(call.turn.user.country, "abuse"))}
+
+
 def _resources_samples() -> list[dict[str, Any]]:
     return [
         {"resources": {"country_name": "United Kingdom", "emergency": "999", "fallback": False,
@@ -56,8 +63,7 @@ def _resources_samples() -> list[dict[str, Any]]:
 
 ACTIONS: dict[str, Action] = {
     "resources": Action(_resources, _resources_samples),
+    "healing_resources": Action(_healing_resources, _resources_samples),
+    "safety_result": Action(safety_result, safety_result_samples),
+    "draft_check": Action(draft_check_context, draft_check_samples),
 }
-
-
-def register(name: str, action: Action) -> None:
-    ACTIONS[name] = action

@@ -303,3 +303,132 @@ def draw_calendar(request: CalendarRequest) -> bytes:
     """The calendar as PNG; the same calendar asked for twice is drawn once."""
     return practice_calendar(request.year, request.month, set(request.practised_days),
                              request.today, request.title, list(request.weekday_names)).png
+
+
+# --- a safety check's profile ---------------------------------------------------------------
+
+# How often a threat shows up, as the profile marks it: a shape and a colour for each, so the
+# marks can be told apart without colour too.
+THREAT_FLAGS = ("often", "sometimes", "rarely", "unrated")
+THREAT_MARKS = {"often": "●", "sometimes": "◐", "rarely": "○", "unrated": "–"}
+THREAT_COLOURS = {"often": TODAY_EDGE, "sometimes": SERIES_COLOURS[4], "rarely": PRACTISED_CELL,
+                  "unrated": SOFT_INK}
+THREAT_WORDS = {"often": "often", "sometimes": "sometimes", "rarely": "rarely or never",
+                "unrated": "not rated"}
+PROFILE_BARS_AXES = (0.36, 0.42, 0.52, 0.40)  # left, bottom, width, height (figure fractions)
+PROFILE_THREATS_TOP = 0.31  # the threat list starts here, one row every PROFILE_ROW below
+PROFILE_ROW = 0.055
+
+
+def profile_chart(elements: list[tuple[str, float | None]], threats: list[tuple[str, str]],
+                  title: str) -> Chart:
+    """A safety check as a picture: a horizontal bar per element (its name and a score 1-5, or
+    None if it was not rated), then each threat (its name and one of THREAT_FLAGS) with a mark.
+
+    Raises ValueError for a score outside 1-5 or an unknown flag.
+    """
+    _check_profile(elements, threats)
+    figure, canvas = _new_figure()
+    _title(figure, title)
+    figure.text(0.04, 0.88, "How safe it feels, from 1 (not at all) to 5 (very)", fontsize=14,
+                color=SOFT_INK, va="top")
+    axes = figure.add_axes(PROFILE_BARS_AXES)
+    _draw_bars(axes, elements)
+    figure.text(0.04, PROFILE_THREATS_TOP + 0.045, "What wears safety down: how often",
+                fontsize=14, color=SOFT_INK, va="top")
+    for row, (name, flag) in enumerate(threats):
+        y = PROFILE_THREATS_TOP - PROFILE_ROW * (row + 0.5)
+        figure.text(0.06, y, THREAT_MARKS[flag], fontsize=17, color=THREAT_COLOURS[flag],
+                    ha="center", va="center")
+        figure.text(0.10, y, _short(name, 40), fontsize=14, color=INK, va="center")
+        figure.text(0.94, y, THREAT_WORDS[flag], fontsize=14, color=THREAT_COLOURS[flag],
+                    ha="right", va="center", fontweight="bold" if flag == "often" else "normal")
+    return Chart(png=_png(figure, canvas), text=profile_text(elements, threats, title))
+
+
+def _check_profile(elements: list[tuple[str, float | None]],
+                   threats: list[tuple[str, str]]) -> None:
+    for name, score in elements:
+        if score is not None and not (MIN_SCORE <= score <= MAX_SCORE):  # also rejects NaN
+            raise ValueError(f"score {score!r} for {name!r} is not in 1-5")
+    for name, flag in threats:
+        if flag not in THREAT_FLAGS:
+            raise ValueError(f"flag {flag!r} for {name!r} is not one of {THREAT_FLAGS}")
+
+
+def _short(name: str, width: int) -> str:
+    return textwrap.shorten(name, width=width, placeholder=" …")
+
+
+def _draw_bars(axes: Axes, elements: list[tuple[str, float | None]]) -> None:
+    axes.set_facecolor(BACKGROUND)
+    rows = list(range(len(elements)))
+    axes.barh(rows, [MAX_SCORE] * len(elements), height=0.62, color=EMPTY_CELL)  # the track
+    axes.barh(rows, [score or 0 for _, score in elements], height=0.62, color=PRACTISED_CELL)
+    for row, (_, score) in enumerate(elements):
+        if score is None:
+            axes.text(0.12, row, "not rated", va="center", fontsize=13, color=SOFT_INK)
+        else:
+            axes.text(MAX_SCORE + 0.12, row, score_text(score), va="center", fontsize=14,
+                      color=INK, fontweight="bold")
+    axes.set_yticks(rows, ["\n".join(textwrap.wrap(name, width=18, max_lines=2,
+                                                   placeholder=" …"))
+                           for name, _ in elements])
+    axes.set_ylim(len(elements) - 0.5, -0.5)  # the first element at the top
+    axes.set_xlim(0, MAX_SCORE + 0.6)
+    axes.set_xticks([1, 2, 3, 4, 5])
+    axes.tick_params(axis="y", labelsize=13, colors=INK, length=0, pad=8)
+    axes.tick_params(axis="x", labelsize=12, colors=SOFT_INK, length=0)
+    for side in ("top", "right", "left", "bottom"):
+        axes.spines[side].set_visible(False)
+
+
+def profile_text(elements: list[tuple[str, float | None]], threats: list[tuple[str, str]],
+                 title: str) -> str:
+    """The profile in plain words: the title, a line per element, a line per threat."""
+    lines = [title, "How safe it feels, from 1 (not at all) to 5 (very):"]
+    for name, score in elements:
+        lines.append(f"{name}: {'not rated' if score is None else score_text(score)}")
+    lines.append("What wears safety down, how often:")
+    lines += [f"{name}: {THREAT_WORDS[flag]}" for name, flag in threats]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """A profile asked for inside a turn, drawn after it (off the event loop)."""
+
+    title: str
+    elements: tuple[tuple[str, float | None], ...]
+    threats: tuple[tuple[str, str], ...]
+
+
+@lru_cache(maxsize=256)
+def draw_profile(request: ProfileRequest) -> bytes:
+    """The profile as PNG; the same profile asked for twice is drawn once."""
+    return profile_chart(list(request.elements), list(request.threats), request.title).png
+
+
+@dataclass(frozen=True)
+class TrendRequest:
+    """Safety-check scores over time, asked for inside a turn and drawn after it."""
+
+    points: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]  # (date label, (key, score)...)
+    labels: tuple[tuple[str, str], ...]  # (key, name), in the order to draw them
+    title: str
+
+    def as_lists(self) -> tuple[list[tuple[str, dict[str, float]]], dict[str, str]]:
+        return [(when, dict(scores)) for when, scores in self.points], dict(self.labels)
+
+    def text(self) -> str:
+        return trend_text(*self.as_lists())
+
+
+@lru_cache(maxsize=256)
+def draw_trend(request: TrendRequest) -> bytes:
+    """The trend as PNG (at least two points); the same request twice is drawn once."""
+    points, labels = request.as_lists()
+    chart = trend_chart(points, labels, request.title)
+    if chart is None:
+        raise ValueError("a trend needs at least two points")
+    return chart.png

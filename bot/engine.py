@@ -205,7 +205,7 @@ class Engine:
         """A check-back the person asked for. A pause stops daily prompts, not this; quiet
         hours hold back one that starts a flow days later, not one they are waiting for now."""
         if user.blocked_at or now - as_utc(job.due_at) > CHECK_BACK_GRACE:
-            job.state = "skipped"
+            job.state, job.answers = "skipped", None
             return None
         starts_flow = job.target in self.flows
         if starts_flow and (later := quiet_until(user, now)) is not None:
@@ -214,7 +214,7 @@ class Engine:
         turn = Turn(self, unit, Incoming(chat_id=user.chat_id, kind=InputKind.OTHER))
         turn.user, turn.locale = user, user.language
         if not turn.check_back(job):
-            job.state = "skipped"
+            job.state, job.answers = "skipped", None
             return None
         return user.chat_id, turn.reply
 
@@ -226,6 +226,7 @@ class Engine:
             if job is None:
                 return
             job.state, job.sent_at = ("sent" if delivered else "skipped"), now
+            job.answers = None  # a sent check-back keeps no copy of anyone's words
             user = unit.user_by_id(job.user_id)
             if user is not None and job.kind == DAILY:
                 plan_next_daily(unit, user, now)

@@ -27,7 +27,7 @@ from bot.answers import (
     parse_language,
     parse_scale,
 )
-from bot.charts import CalendarRequest, calendar_text, draw_calendar
+from bot.charts import CalendarRequest, TrendRequest, calendar_text, draw_calendar, draw_trend
 from bot.checkbacks import check_back_due
 from bot.crisis.detector import Category, CrisisMatch
 from bot.crisis_lines import lines_for
@@ -41,6 +41,7 @@ from bot.practice import (
     DailyPractice,
     plan_all,
 )
+from bot.safety_check import ELEMENTS as SAFETY_ELEMENTS
 from bot.schedule_times import (
     describe,
     local_day,
@@ -77,6 +78,8 @@ THEME_TITLES = {"self_awareness": N_("Prompts: self-awareness"),
 OLDER_LABEL = N_("Older")
 NEWER_LABEL = N_("Newer")
 JOURNAL_PAGE_SIZE = 5
+TREND_POINTS = 8  # the safety checks a trend shows, newest last
+SAFETY_TITLE = N_("Safety check")
 
 
 
@@ -266,6 +269,40 @@ class Turn:
                   reflections=self.unit.reflection_count(self.user),
                   keep_reflections=bool(self.user.keep_reflections),
                   calendar=calendar_text(calendar.month, calendar.practised_days))
+        safety = self._safety_trend()  # its chart, if any, goes just before its words
+        if safety is not None:
+            self._say("system/progress_trend.j2", safety=safety)
+        self._say("system/progress_end.j2")
+
+    def _safety_trend(self) -> dict[str, Any] | None:
+        """How the latest relationship's safety checks moved: as text, and as a chart (asked
+        for here, drawn after the turn) once there are two checks to compare."""
+        checks = self.unit.safety_checks(self.user)
+        if not checks:
+            return None
+        relationship = checks[-1].relationship
+        same = [check for check in checks if check.relationship == relationship][-TREND_POINTS:]
+        zone = self.user.timezone or "UTC"
+        points = tuple(
+            (format_date(local_day(as_utc(check.created_at), zone), "d MMM yyyy",
+                         locale=self.locale),
+             tuple((key, float(score)) for key, score in check.scores.get("elements", {}).items()
+                   if isinstance(score, int | float) and 1 <= score <= 5))
+            for check in same)
+        labels = tuple((element.key, self._t(element.name)) for element in SAFETY_ELEMENTS)
+        about = self._relationship_label(relationship)
+        request = TrendRequest(points, labels, f"{self._t(SAFETY_TITLE)}: {about}")
+        if len(points) >= 2:
+            self.images.append(PendingImage("safety-trend.png", partial(draw_trend, request),
+                                            before=len(self.reply.messages)))
+        return {"count": len(same), "about": about, "since": points[0][0],
+                "text": request.text() if len(points) >= 2 else ""}
+
+    def _relationship_label(self, relationship: str) -> str:
+        flow = self.engine.flows.get("safety")
+        step = flow.steps.get("relationship") if flow else None
+        choice = step.choice(relationship) if step else None
+        return self._t(choice.label) if choice else relationship
 
     def _practice_calendar(self) -> CalendarRequest:
         """Days practised this month, in the person's own time zone; drawn after the turn."""
@@ -688,6 +725,12 @@ class Turn:
         """Record the answer to `step`, move along the flow's machine and show what comes next."""
         if value is not None:
             self._record(run, step, value)
+        elif step.answer and step.answer in run.answers:
+            # Skipped this time: an answer from an earlier pass (a loop, or answers carried
+            # into a follow-up) must not speak for it.
+            answers = answers_copy(run.answers)
+            del answers[step.answer]
+            run.answers = answers
         destination = self.engine.machines[flow.name].advance(step.name, event)
         run.step = destination
         next_step = flow.steps[destination]
@@ -802,7 +845,9 @@ class Turn:
             rows += _rows(labelled, per_row=2 if step.expects is Expects.COUNTRY else 1)
         elif step.expects is Expects.SCALE:
             low, high = step.scale
-            rows.append(tuple(button(str(n), str(n)) for n in range(low, high + 1)))
+            numbers = [button(str(n), str(n)) for n in range(low, high + 1)]
+            # Telegram shows at most eight buttons in a row: a 1-10 scale takes two rows of five.
+            rows += _rows(numbers, per_row=len(numbers) if len(numbers) <= 7 else 5)
         elif step.expects is Expects.LANGUAGE:
             locales = self.engine.renderer.locales
             rows += _rows([button(locale_display_name(code), code) for code in locales], 2)

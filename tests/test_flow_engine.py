@@ -68,6 +68,7 @@ steps:
     choices:
       - {value: d3, label: In three days}
       - {value: none, label: No thanks}
+      - {value: again, label: Write again, next: note}
     check_back: {start: follow}
     next: bye
   bye:
@@ -209,6 +210,8 @@ async def test_a_low_answer_takes_the_steps_own_next(person: ConsoleChat,
                                                      repository: Repository) -> None:
     reply = await person.send("/demo")
     assert labels(reply) == [str(n) for n in range(1, 11)]
+    rows = reply.messages[-1].buttons
+    assert [len(row) for row in rows] == [5, 5], "Telegram allows at most eight in a row"
     reply = await person.send("3")
     assert "Write a note." in texts(reply)
     assert await jobs(repository) == []
@@ -291,6 +294,8 @@ async def test_a_follow_up_flow_starts_days_later_and_its_buttons_work_from_anot
     assert "You wrote: I rushed &amp; &lt;interrupted&gt; them" in sent.messages[0].text
     user = await Reader(repository).find_user(77)
     assert user is not None and user.active_flow == "other", "the flow they are in stays"
+    [job] = await jobs(repository)
+    assert (job.state, job.answers) == ("sent", None), "a sent row keeps no copy of the words"
 
     person.show(sent)
     reply = await person.send("1")  # "Look back", pressed under the follow-up
@@ -317,6 +322,19 @@ async def test_no_thanks_plans_nothing(person: ConsoleChat, repository: Reposito
     await person.send("skip")
     await person.send("No thanks")
     assert await jobs(repository) == []
+
+
+async def test_a_skipped_step_drops_its_answer_from_an_earlier_pass(
+    person: ConsoleChat, repository: Repository
+) -> None:
+    await person.send("/demo")
+    await person.send("1")
+    await person.send("A first note")
+    await person.send("Write again")
+    await person.send("Skip")
+    await person.send("In three days")
+    [job] = await jobs(repository)
+    assert job.answers == {"level": 1, "later": "d3"}
 
 
 async def test_a_check_back_survives_a_restart(

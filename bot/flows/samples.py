@@ -108,6 +108,12 @@ SYSTEM_SAMPLES: dict[str, list[dict[str, Any]]] = {
         {"completed": [], "in_progress": [], "reflections": 1, "keep_reflections": True,
          "calendar": "Nothing yet."},
     ],
+    "system/progress_trend.j2": [
+        {"safety": {"count": 3, "about": "Partner", "since": "1 Nov 2026",
+                    "text": "Your scores from 1 Nov to 24 Nov:\nRepair: 2.0 → 3.5, higher"}},
+        {"safety": {"count": 1, "about": "Friend", "since": "1 Nov 2026", "text": ""}},
+    ],
+    "system/progress_end.j2": [{}],
     "system/setup_first.j2": [{}],
     "system/unknown_command.j2": [{"command": "/dance"}],
     "system/nothing_to_cancel.j2": [{}],
