@@ -622,6 +622,9 @@ class Turn:
         elif step.expects is Expects.CHOICE:
             index = match_label(typed, self._labels(step))
             if index is None:
+                index = next((n for n, choice in enumerate(step.choices)
+                              if choice.typed_as(normalise(typed))), None)
+            if index is None:
                 self._say("system/expected_choice.j2", buttons=buttons,
                           labels=self._labels(step))
                 return

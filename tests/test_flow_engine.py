@@ -405,3 +405,27 @@ def test_mistakes_with_the_newer_keys_are_refused(
     with pytest.raises(FlowError) as raised:
         load(root)
     assert f"dialogs/demo.yaml, {expected}" in str(raised.value)
+
+
+async def test_a_choice_can_be_typed_in_other_words(chat: ConsoleChat,
+                                                    repository: Repository) -> None:
+    await chat.send("/start")
+    await chat.send("Sounds good")
+    await chat.send("Yes, keep them")
+    reply = await chat.send("My Mum")
+    assert "Which country" in texts(reply), "\"my mum\" picks Child or parent"
+    user = await Reader(repository).find_user(chat.user_id)
+    assert user is not None and user.focus == "family"
+    await chat.send("Skip")
+    await chat.send("Not for now")
+    await chat.send("/safety")
+    await chat.send("Begin")
+    reply = await chat.send("my ex")
+    assert "1 of 16" in texts(reply)
+    run = (await Reader(repository).query(select(FlowRun).where(FlowRun.flow == "safety")))[0]
+    assert run.answers["relationship"] == "past"
+    await chat.send("/cancel")
+    await chat.send("/settings")
+    await chat.send("Focus relationship")
+    reply = await chat.send("banana")
+    assert "Partner" in labels(reply), "words that fit no choice get the choices again"

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from bot.answers import normalise
 from bot.flows.spec import PROFILE_FIELDS, CheckBack, Choice, Expects, Flow, Route, Step
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
@@ -194,7 +195,12 @@ def _load_choices(source: str, step: str, raw: Any, problems: _Problems) -> tupl
             problems.add(source, step, f"choice value {value!r} should be letters, digits, _")
         if any(existing.value == value for existing in choices):
             problems.add(source, step, f"choice value {value!r} appears twice")
-        choices.append(Choice(value=value, label=str(item["label"]), next=item.get("next")))
+        also = item.get("also") or []
+        if not isinstance(also, list) or not all(isinstance(word, str) for word in also):
+            problems.add(source, step, f"also, on choice {value!r}, should be a list of words")
+            also = []
+        choices.append(Choice(value=value, label=str(item["label"]), next=item.get("next"),
+                              also=tuple(normalise(word) for word in also)))
     return tuple(choices)
 
 

@@ -28,6 +28,10 @@ class Choice:
     value: str
     label: str
     next: str | None
+    also: tuple[str, ...] = ()  # other words that, typed alone, pick this choice
+
+    def typed_as(self, words: str) -> bool:
+        return words in self.also
 
 
 @dataclass(frozen=True)
