@@ -4,18 +4,26 @@ Precision and recall are counted over (sentence, pattern) pairs: a pattern found
 that is not labelled there is a false positive, a labelled one not found is a false negative.
 Run with `pytest -s` to see the tables.
 
-Three sets:
+Four sets:
 - tests/data/draft_sentences.yaml: our own, written alongside the rules, including the probes
-  written to test each structural generalisation (optimistic figures).
+  written to test each structural generalisation and, in the second round, batches of new
+  wordings and clean look-alikes written before each rule change (optimistic figures).
 - tests/data/draft_blind.yaml: written by someone who never saw the rules. It is NO LONGER
   held out: it was measured once before any tuning (precision 0.899, recall 0.731), its even
   half was tuned on (odd half then 0.867 / 0.756), and now the whole set is used for
   development, so its figures are optimistic too.
-- tests/data/draft_blind2.yaml: the held-out set, written by someone who has not seen the
-  rules, while the rules were being generalised. It was opened and measured ONCE, after the
-  rules were final, and not tuned on: precision 0.934, recall 0.705 (micro; per pattern in
-  BLIND2_MEASURED). That is the honest estimate for unseen drafts. Its floors are those
-  figures minus 0.03, so the test guards against regressions; do not tune the rules on it.
+- tests/data/draft_blind2.yaml: written by someone who had not seen the rules. It was
+  measured ONCE before any tuning on it (precision 0.934, recall 0.705; per pattern in
+  BLIND2_MEASURED), and is NO LONGER held out: the second round of rules was developed on
+  it, so its figures are optimistic now (0.980 / 1.000 when written) and its floors are
+  development floors (0.95 / 0.97).
+- tests/data/draft_blind3.yaml: the held-out set, written by someone who has not seen the
+  rules, while the second round was being written. It was opened and measured ONCE, after
+  the rules were frozen, and not tuned on: precision 0.908, recall 0.676 (micro; per
+  pattern in BLIND3_MEASURED). That is the honest estimate for unseen drafts: precision
+  held above 0.9, recall did not reach the 0.8 target (contempt 0.49 is the weakest).
+  Its floors are those figures minus 0.03, so the test guards against regressions; do
+  not tune the rules on it.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ DATA = Path(__file__).resolve().parent / "data"
 OWN_SET = DATA / "draft_sentences.yaml"
 BLIND_SET = DATA / "draft_blind.yaml"
 BLIND2_SET = DATA / "draft_blind2.yaml"
+BLIND3_SET = DATA / "draft_blind3.yaml"
 
 # draft_blind2.yaml, measured once with the final rules, before anything was tuned on it:
 # pattern: (tp, fp, fn).
@@ -47,6 +56,18 @@ BLIND2_MEASURED = {
 }
 BLIND2_PRECISION = 0.934  # 141 / 151
 BLIND2_RECALL = 0.705  # 141 / 200
+
+# draft_blind3.yaml, measured once with the frozen second-round rules, never tuned on.
+BLIND3_MEASURED = {
+    "always_never": (17, 1, 8),
+    "character_attack": (21, 0, 4),
+    "you_accusation": (30, 2, 14),
+    "contempt": (18, 5, 19),
+    "defensiveness": (18, 2, 5),
+    "stonewalling": (15, 2, 7),
+}
+BLIND3_PRECISION = 0.908  # 119 / 131
+BLIND3_RECALL = 0.676  # 119 / 176
 
 TRICKY_CLEAN = (
     "I never thought of it that way",
@@ -181,19 +202,41 @@ def test_blind_set_precision_and_recall() -> None:
     assert odd.recall() >= 0.97
 
 
-def test_blind2_set_held_out() -> None:
+def measured_score(counts: dict[str, tuple[int, int, int]]) -> Score:
+    """A Score rebuilt from recorded (tp, fp, fn) per pattern."""
+    measured = Score()
+    for pattern, (tp, fp, fn) in counts.items():
+        measured.tp[pattern], measured.fp[pattern], measured.fn[pattern] = tp, fp, fn
+    return measured
+
+
+def test_blind2_set() -> None:
     entries = load(BLIND2_SET)
     score = evaluate(entries)
-    report(score, f"Blind set 2, held out ({len(entries)} drafts; measured once, never tuned on)")
-    measured = Score()
-    for pattern, (tp, fp, fn) in BLIND2_MEASURED.items():
-        measured.tp[pattern], measured.fp[pattern], measured.fn[pattern] = tp, fp, fn
+    report(score, f"Blind set 2, whole ({len(entries)} drafts; used for development now)")
+    measured = measured_score(BLIND2_MEASURED)
     print()
-    print(measured.table("Blind set 2, the one honest measurement"))
+    print(measured.table("Blind set 2, the one honest measurement (before it was tuned on)"))
     assert round(measured.precision(), 3) == BLIND2_PRECISION
     assert round(measured.recall(), 3) == BLIND2_RECALL
     assert score.precision() >= BLIND2_PRECISION - 0.03
     assert score.recall() >= BLIND2_RECALL - 0.03
+    # No longer held out, so these are development floors (0.980 / 1.000 when written).
+    assert score.precision() >= 0.95
+    assert score.recall() >= 0.97
+
+
+def test_blind3_set_held_out() -> None:
+    entries = load(BLIND3_SET)
+    score = evaluate(entries)
+    report(score, f"Blind set 3, held out ({len(entries)} drafts; measured once, never tuned on)")
+    measured = measured_score(BLIND3_MEASURED)
+    print()
+    print(measured.table("Blind set 3, the one honest measurement"))
+    assert round(measured.precision(), 3) == BLIND3_PRECISION
+    assert round(measured.recall(), 3) == BLIND3_RECALL
+    assert score.precision() >= BLIND3_PRECISION - 0.03
+    assert score.recall() >= BLIND3_RECALL - 0.03
 
 
 # --- unit tests ------------------------------------------------------------------------------
