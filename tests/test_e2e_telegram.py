@@ -53,7 +53,8 @@ def visible(messages: list) -> str:
     return "\n\n".join(message.text or "" for message in messages)
 
 
-async def onboard(user: FakeUser) -> None:
+async def onboard(user: FakeUser, focus: str = "Friend") -> None:
+    """Through /start in Telegram: keep reflections, `focus`, Ireland, no daily prompt."""
     await user.send("/start")
     replies = await user.replies()
     assert "not a crisis service" in visible(replies)
@@ -62,7 +63,7 @@ async def onboard(user: FakeUser) -> None:
     assert "keep your reflections" in visible(await user.replies())
     await user.press("Yes, keep them")
     await user.replies()
-    await user.press("Friend")
+    await user.press(focus)
     await user.replies()
     await user.press("Ireland")
     assert "daily prompt" in visible(await user.replies())

@@ -7,7 +7,6 @@ fake Telegram Bot API.
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,10 @@ from bot.storage.crypto import cipher_from, key_file, read_or_create_key_file
 from bot.storage.models import FlowRun, Reflection, User
 from bot.storage.repository import Repository
 from tests.bot_process import BotProcess
-from tests.fake_telegram import FakeTelegram, FakeUser
+from tests.fake_telegram import FakeTelegram
 from tests.helpers import Reader, labels, migrated, texts
+from tests.test_e2e_telegram import bot, fake, visible  # noqa: F401 - fixtures used below
+from tests.test_e2e_telegram import onboard as onboard_on_telegram
 
 STAGES = ["Recognise the impact", "Rebuild safety within", "Choose relationships wisely",
           "Seek support", "Not now"]
@@ -332,53 +333,12 @@ async def test_without_consent_the_summary_quotes_but_nothing_is_kept(
 
 # ---- through Telegram -----------------------------------------------------------------------
 
-TOKEN = "987655:E2E-heal-token-value"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram(token=TOKEN) as server:
-        yield server
-    assert server.internal_errors == [], "\n".join(server.internal_errors)
-
-
-@pytest.fixture
-async def bot(fake: FakeTelegram, database_url: str, tmp_path: Path) -> AsyncIterator[BotProcess]:
-    process = BotProcess(fake, database_url, tmp_path)
-    await process.start()
-    yield process
-    await process.stop()
-    assert TOKEN not in process.log(), "the bot token reached the logs"
-    refused = [error for error in fake.errors
-               if error[2].startswith(("Bad Request", "Unauthorized", "Not Found"))]
-    assert refused == [], f"Telegram would have refused these calls: {refused}"
-
-
-def visible(messages: list) -> str:
-    return "\n\n".join(message.text or "" for message in messages)
-
-
-async def onboard_on_telegram(user: FakeUser) -> None:
-    await user.send("/start")
-    await user.replies()
-    await user.press("Sounds good")
-    await user.replies()
-    await user.press("Yes, keep them")
-    await user.replies()
-    await user.press("Healing from the past")
-    await user.replies()
-    await user.press("Ireland")
-    assert "daily prompt" in visible(await user.replies())
-    await user.press("Not for now")
-    assert "all set" in visible(await user.replies())
-
-
 @pytest.mark.e2e
 async def test_healing_through_telegram(
-    fake: FakeTelegram, bot: BotProcess, database_url: str, tmp_path: Path
+    fake: FakeTelegram, bot: BotProcess, database_url: str, tmp_path: Path  # noqa: F811
 ) -> None:
     user = fake.user(user_id=5701, first_name="Aoife")
-    await onboard_on_telegram(user)
+    await onboard_on_telegram(user, "Healing from the past")
     assert "heal" in {c["command"] for c in fake.commands}
 
     await user.send("/heal")

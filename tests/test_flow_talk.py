@@ -4,7 +4,6 @@ walked through the console adapter (SQLite and PostgreSQL) and once through Tele
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,10 @@ from bot.storage.models import FlowRun, Reflection, User
 from bot.storage.repository import Repository
 from bot.talk import draft_check_samples
 from tests.bot_process import BotProcess
-from tests.fake_telegram import FakeTelegram, FakeUser
+from tests.fake_telegram import FakeTelegram
 from tests.helpers import Reader, labels, migrated, texts
+from tests.test_e2e_telegram import bot, fake, visible  # noqa: F401 - fixtures used below
+from tests.test_e2e_telegram import onboard as onboard_on_telegram
 
 INTRO = ["Build what I want to say", "Check a message I've written", "Not now"]
 TIMING = ["Now is a good time", "Not now: later is better", "I'm not sure", "Skip"]
@@ -436,50 +437,9 @@ async def test_cancel_at_the_result_shows_the_same_findings_again(chat: ConsoleC
 
 # ---- through Telegram -----------------------------------------------------------------------
 
-TOKEN = "987656:E2E-talk-token-value"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram(token=TOKEN) as server:
-        yield server
-    assert server.internal_errors == [], "\n".join(server.internal_errors)
-
-
-@pytest.fixture
-async def bot(fake: FakeTelegram, database_url: str, tmp_path: Path) -> AsyncIterator[BotProcess]:
-    process = BotProcess(fake, database_url, tmp_path)
-    await process.start()
-    yield process
-    await process.stop()
-    assert TOKEN not in process.log(), "the bot token reached the logs"
-    refused = [error for error in fake.errors
-               if error[2].startswith(("Bad Request", "Unauthorized", "Not Found"))]
-    assert refused == [], f"Telegram would have refused these calls: {refused}"
-
-
-def visible(messages: list) -> str:
-    return "\n\n".join(message.text or "" for message in messages)
-
-
-async def onboard_on_telegram(user: FakeUser) -> None:
-    await user.send("/start")
-    await user.replies()
-    await user.press("Sounds good")
-    await user.replies()
-    await user.press("Yes, keep them")
-    await user.replies()
-    await user.press("Friend")
-    await user.replies()
-    await user.press("Ireland")
-    assert "daily prompt" in visible(await user.replies())
-    await user.press("Not for now")
-    assert "all set" in visible(await user.replies())
-
-
 @pytest.mark.e2e
 async def test_talk_through_telegram(
-    fake: FakeTelegram, bot: BotProcess, database_url: str, tmp_path: Path
+    fake: FakeTelegram, bot: BotProcess, database_url: str, tmp_path: Path  # noqa: F811
 ) -> None:
     user = fake.user(user_id=5801, first_name="Aoife")
     await onboard_on_telegram(user)
