@@ -1,16 +1,18 @@
 """Daily-prompt fan-out: 100,000 people, 7,500 due in one minute, through Haven's real scheduler.
 
-Run: .venv/bin/python bench/fanout.py [--users N] [--peak N] [--limit N ...] [--json PATH]
+Run: .venv/bin/python bench/fanout.py [--users N] [--peak N] [--limit N ...] [--history DAYS]
+     [--paid auto|on|off] [--json PATH]
 
 A fresh SQLite database is filled directly (setup, not measured): people with the daily prompt
-on, each with one due `scheduled_jobs` row from `bot.schedule_times.next_daily_due`. Then the
-real python-telegram-bot Application from `build_application` runs offline, with its real
-Scheduler (started by post_init, as in production), its real prompt lane and its real
-AIORateLimiter, over the peak window. Every Bot API call is answered in memory by a model of
-Telegram's limits (a token bucket that answers 429 with retry_after). A few simulated people
-write to Haven meanwhile, through the update queue and Engine.handle, and their reply latency
-is measured. Time is simulated: the event loop's clock is real time plus every idle wait,
-skipped. See bench/README.md.
+on, each with one due `scheduled_jobs` row from `bot.schedule_times.next_daily_due` (and, with
+--history, the prompts the peak minute's people were sent on the days before). Then the real
+python-telegram-bot Application from `build_application` runs offline, with its real Scheduler
+(started by post_init, as in production), its real prompt lane and its real rate limiter
+(HavenRateLimiter, an AIORateLimiter), over the peak window; above 30/s with paid broadcasts
+on. Every Bot API call is answered in memory by a model of Telegram's limits (a token bucket
+that answers 429 with retry_after). A few simulated people write to Haven meanwhile, through
+the update queue and Engine.handle, and their reply latency is measured. Time is simulated:
+the event loop's clock is real time plus every idle wait, skipped. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ from bot.engine import Engine, EngineConfig
 from bot.flood import FloodGuard
 from bot.flows.spec import FOCUS_VALUES
 from bot.schedule_times import next_daily_due
-from bot.settings import Settings, load_settings
+from bot.scheduler import SchedulerConfig
+from bot.settings import SEND_RATE, TELEGRAM_RATE, Settings, load_settings
 from bot.storage.models import ScheduledJob, User
 from bot.storage.repository import Repository
 
@@ -72,6 +75,7 @@ ONBOARDING = ["/start", "Sounds good", "Yes, keep them", "Partner", "new zealand
 OTHER_ZONES = ("Europe/London", "America/New_York", "Europe/Berlin", "Asia/Kolkata",
                "America/Los_Angeles", "Australia/Sydney", "Asia/Tokyo", "America/Sao_Paulo",
                "Africa/Lagos", "Europe/Paris", "Asia/Singapore", "UTC")
+BATCH = SchedulerConfig.batch  # rows per claim
 TARGET_PLAN_MS = 100.0
 TARGET_RATE_FRACTION = 0.95
 TARGET_REPLY_P99_S = 1.0
@@ -81,18 +85,21 @@ TARGET_REPLY_P99_S = 1.0
 
 
 class _IdleSkippingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
-    """Never sleeps: a wait for the next timer is added to `skipped` instead."""
+    """Never sleeps while the loop is idle: a wait for the next timer is added to `skipped`
+    instead. While a worker thread is busy (a chart drawn off the loop), waits are real: the
+    thread's work takes real time, which the clock must not skip."""
 
     def __init__(self) -> None:
         super().__init__()
         self.skipped = 0.0
+        self.threads_busy = 0
 
     def select(self, timeout: float | None = None) -> list[Any]:
         ready = super().select(0)
         if ready or (timeout is not None and timeout <= 0):
             return ready
-        if timeout is None:  # nothing scheduled at all: only real I/O can wake us
-            return super().select(None)
+        if timeout is None or self.threads_busy:  # only real I/O or real time can help
+            return super().select(timeout)
         self.skipped += timeout
         return []
 
@@ -101,8 +108,10 @@ class SimulatedLoop(asyncio.SelectorEventLoop):
     """An event loop whose clock is real monotonic time plus every idle wait it skipped.
 
     CPU work (SQL, rendering, PTB) advances the clock by the real time it takes; waiting
-    (asyncio.sleep, aiolimiter, retry_after) costs no real time. Everything that reads
-    loop.time() - aiolimiter, asyncio.sleep, the Telegram model, the engine's clock - agrees.
+    (asyncio.sleep, aiolimiter, retry_after) costs no real time, except while work handed to
+    a thread (run_in_executor, asyncio.to_thread: charts) runs, when waits are real. Everything
+    that reads loop.time() - aiolimiter, asyncio.sleep, the Telegram model, the engine's
+    clock - agrees.
     """
 
     def __init__(self) -> None:
@@ -115,6 +124,17 @@ class SimulatedLoop(asyncio.SelectorEventLoop):
     @property
     def skipped(self) -> float:
         return self._skipper.skipped
+
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> asyncio.Future[Any]:
+        """As usual, counting the work in flight, so that waits while it runs are real."""
+        future = super().run_in_executor(executor, func, *args)
+        self._skipper.threads_busy += 1
+
+        def finished(_future: asyncio.Future[Any]) -> None:
+            self._skipper.threads_busy -= 1
+
+        future.add_done_callback(finished)
+        return future
 
 
 # ---- Telegram's limits -----------------------------------------------------------------------
@@ -169,7 +189,8 @@ class TelegramModel(OfflineBotAPI):
             self.tokens -= 1
             self.accepted += 1
             params = request_data.json_parameters if request_data else {}
-            self.on_accept(int(params["chat_id"]), now)
+            self.on_accept(int(params["chat_id"]), now,
+                           params.get("allow_paid_broadcast") == "true")
         if endpoint in ("sendPhoto", "sendDocument"):  # a chart or an export
             self.calls[endpoint] += 1
             params = request_data.json_parameters if request_data else {}
@@ -203,10 +224,12 @@ class Population:
     setup_s: float = 0.0
 
 
-def build_database(path: Path, settings: Settings, users: int, peak: int,
-                   seed: int) -> Population:
+def build_database(path: Path, settings: Settings, users: int, peak: int, seed: int,
+                   history: int = 0, prompt_ids: list[str] | None = None) -> Population:
     """`users` people with the daily prompt on, `peak` of them at 08:00 in London, the rest at
-    random local minutes in a dozen zones (never in the peak minute); one due job each."""
+    random local minutes in a dozen zones (never in the peak minute); one due job each. With
+    `history`, each of the peak minute's people also had a prompt (from `prompt_ids`, none
+    twice) on each of the `history` days before, as sent rows."""
     started = perf_counter()
     rng = random.Random(seed)
     peak_at, _ = next_daily_due(datetime.combine(DAY, datetime.min.time(), UTC),
@@ -243,8 +266,18 @@ def build_database(path: Path, settings: Settings, users: int, peak: int,
             "created_at": start, "updated_at": start,
         })
         job_rows.append({"id": user_id, "user_id": user_id, "kind": "daily", "due_at": when,
-                         "local_date": day, "state": "due"})
+                         "local_date": day, "state": "due", "sent_at": None,
+                         "claimed_at": None, "prompt_id": None})
         due[chat_id] = when
+
+    for index in range(peak if history else 0):
+        user_id = index + 1
+        for days_ago, prompt_id in enumerate(rng.sample(prompt_ids or [], history), 1):
+            sent = peak_at - timedelta(days=days_ago) + timedelta(seconds=rng.randrange(300))
+            job_rows.append({"id": len(job_rows) + 1, "user_id": user_id, "kind": "daily",
+                             "due_at": sent,
+                             "sent_at": sent, "claimed_at": sent, "prompt_id": prompt_id,
+                             "local_date": DAY - timedelta(days=days_ago), "state": "sent"})
 
     async def create() -> Repository:
         return await open_settings_repository(settings)
@@ -254,6 +287,7 @@ def build_database(path: Path, settings: Settings, users: int, peak: int,
     with engine.begin() as connection:
         for chunk in range(0, users, 20_000):
             connection.execute(insert(User.__table__), user_rows[chunk:chunk + 20_000])
+        for chunk in range(0, len(job_rows), 20_000):
             connection.execute(insert(ScheduledJob.__table__), job_rows[chunk:chunk + 20_000])
     engine.dispose()  # the last connection checkpoints the WAL into the file
     return Population(start=start, peak=peak_at, due=due,
@@ -266,18 +300,33 @@ def build_database(path: Path, settings: Settings, users: int, peak: int,
 
 @dataclass
 class PlanTimes:
-    """Real time of the scheduler's database work, split by what it was for."""
+    """Real time of the scheduler's database work, split by what it was for.
+
+    A batch claim (`Engine.claim_batch`) claims the due rows and readies the daily prompts
+    among them in one unit of work; the rest go through `Engine.prepare_job`. A batch finish
+    (`Engine.finish_batch`) marks the batch's daily prompts sent and plans tomorrow's rows.
+    Batch times are counted for the peak minute pro rata to its rows in each batch."""
 
     claims: int = 0
     claim_s: float = 0.0
     claim_batch_ms: list[float] = field(default_factory=list)
-    peak_claim_s: float = 0.0  # claim time, pro rata to the peak minute's rows in each batch
+    claimed: int = 0
+    peak_claim_s: float = 0.0  # claim + prepare, pro rata to the peak minute's rows
+    peak_claimed: int = 0
+    prepare_s: float = 0.0  # rows readied one at a time (prepare_job)
+    prepared: int = 0
     peak_prepare_s: float = 0.0
     peak_prepared: int = 0
-    prepare_s: float = 0.0
-    prepared: int = 0
-    finish_s: float = 0.0
+    finish_s: float = 0.0  # finish_batch + finish_job
+    finish_batch_ms: list[float] = field(default_factory=list)
     finished: int = 0
+    peak_finish_s: float = 0.0
+    peak_finished: int = 0
+    paid_broadcasts: int = 0  # sends that carried allow_paid_broadcast
+
+    @property
+    def peak_rows(self) -> int:
+        return self.peak_claimed
 
 
 @dataclass
@@ -285,6 +334,7 @@ class Run:
     limit: float
     lane: float
     rtt_ms: float
+    paid_broadcast: bool = False
     simulated_s: float = 0.0
     real_s: float = 0.0
     cpu_s: float = 0.0
@@ -294,6 +344,7 @@ class Run:
     duplicates: int = 0
     peak_rows: int = 0
     plan_ms: float = 0.0  # claim + prepare of the peak minute's rows, real
+    finish_ms: float = 0.0  # marking them sent and planning tomorrow's rows, real
     plan: PlanTimes = field(default_factory=PlanTimes)
     backlog_s: float = 0.0
     backlog_prompts: int = 0
@@ -301,6 +352,7 @@ class Run:
     prompt_rate: float = 0.0
     rate_fraction: float = 0.0
     all_send_fraction: float = 0.0
+    burst_send_fraction: float = 0.0  # the same over the whole backlog, first second included
     within_5min: float = 0.0
     peak_within_5min: float = 0.0
     delay_p50_s: float = 0.0
@@ -334,12 +386,14 @@ class ErrorCounter(logging.Handler):
 
 
 async def run_once(content: Content, population: Population, db: Path, data_dir: Path,
-                   args: argparse.Namespace, limit: float, lane: float) -> Run:
+                   args: argparse.Namespace, limit: float, lane: float | None,
+                   paid: bool) -> Run:
     loop = asyncio.get_running_loop()
     assert isinstance(loop, SimulatedLoop)
-    result = Run(limit=limit, lane=lane, rtt_ms=args.rtt)
     settings = load_settings(database_url=f"sqlite:///{db}", telegram_bot_token=BOT_TOKEN,
-                             haven_data_dir=data_dir, haven_prompt_rate_per_second=lane)
+                             haven_data_dir=data_dir, haven_prompt_rate_per_second=lane,
+                             haven_paid_broadcast=paid)
+    result = Run(limit=limit, lane=settings.prompt_rate, rtt_ms=args.rtt, paid_broadcast=paid)
     repository = await open_settings_repository(settings)
     t0 = loop.time()
 
@@ -357,21 +411,24 @@ async def run_once(content: Content, population: Population, db: Path, data_dir:
 
     # Time the scheduler's own calls on this engine (the code itself is untouched).
     plan = result.plan
-    run_work, prepare_job, finish_job = repository.run, engine.prepare_job, engine.finish_job
+    claim_batch, finish_batch = engine.claim_batch, engine.finish_batch
+    prepare_job, finish_job = engine.prepare_job, engine.finish_job
 
-    async def timed_run(work: Any, chat_id: int | None = None) -> Any:
-        if not getattr(work, "__qualname__", "").startswith("Scheduler.tick"):
-            return await run_work(work, chat_id)
+    async def timed_claim(now: datetime, lease: timedelta, limit: int,
+                          grace: timedelta) -> Any:
         began = perf_counter()
-        claimed = await run_work(work, chat_id)
+        batch = await claim_batch(now, lease, limit, grace)
         took = perf_counter() - began
         plan.claims += 1
         plan.claim_s += took
-        if claimed:
+        if batch.claimed:
             plan.claim_batch_ms.append(took * 1e3)
-            peak = sum(1 for job_id in claimed if job_id in population.peak_jobs)
-            plan.peak_claim_s += took * peak / len(claimed)
-        return claimed
+            plan.claimed += batch.claimed
+            ids = [prompt.job_id for prompt in batch.prompts] + batch.others
+            peak = sum(1 for job_id in ids if job_id in population.peak_jobs)
+            plan.peak_claim_s += took * peak / batch.claimed
+            plan.peak_claimed += peak
+        return batch
 
     async def timed_prepare(job_id: int, now: datetime, grace: timedelta) -> Any:
         began = perf_counter()
@@ -384,13 +441,30 @@ async def run_once(content: Content, population: Population, db: Path, data_dir:
             plan.peak_prepared += 1
         return prepared
 
+    async def timed_finish_batch(deliveries: list[Any]) -> None:
+        began = perf_counter()
+        await finish_batch(deliveries)
+        took = perf_counter() - began
+        if deliveries:
+            plan.finish_s += took
+            plan.finish_batch_ms.append(took * 1e3)
+            plan.finished += len(deliveries)
+            peak = sum(1 for d in deliveries if d.job_id in population.peak_jobs)
+            plan.peak_finish_s += took * peak / len(deliveries)
+            plan.peak_finished += peak
+
     async def timed_finish(job_id: int, now: datetime, delivered: bool) -> None:
         began = perf_counter()
         await finish_job(job_id, now, delivered)
-        plan.finish_s += perf_counter() - began
+        took = perf_counter() - began
+        plan.finish_s += took
         plan.finished += 1
+        if job_id in population.peak_jobs:
+            plan.peak_finish_s += took
+            plan.peak_finished += 1
 
-    repository.run = timed_run  # type: ignore[method-assign]
+    engine.claim_batch = timed_claim  # type: ignore[method-assign]
+    engine.finish_batch = timed_finish_batch  # type: ignore[method-assign]
     engine.prepare_job = timed_prepare  # type: ignore[method-assign]
     engine.finish_job = timed_finish  # type: ignore[method-assign]
 
@@ -400,9 +474,10 @@ async def run_once(content: Content, population: Population, db: Path, data_dir:
     all_sends: list[float] = []
     last_reply_send: dict[int, float] = {}
 
-    def on_accept(chat_id: int, at: float) -> None:
+    def on_accept(chat_id: int, at: float, paid: bool) -> None:
         nonlocal duplicates
         all_sends.append(at)
+        plan.paid_broadcasts += paid
         if chat_id in population.due:
             if chat_id in prompt_sent:
                 duplicates += 1
@@ -498,17 +573,24 @@ async def run_once(content: Content, population: Population, db: Path, data_dir:
     result.delay_p99_s = quantile(list(delays.values()), 0.99)
     result.delay_max_s = max(delays.values(), default=float("nan"))
 
-    # Rate while the peak backlog lasts: first to last send of a peak-minute prompt.
+    # Rate while the peak backlog lasts: first to last send of a peak-minute prompt, leaving
+    # out its first second, when the one-second burst Telegram allows goes out (at 1,000/s
+    # the backlog lasts only seconds, and the burst would count as rate).
     peak_sends = [prompt_sent[chat] for chat in population.peak_chats if chat in prompt_sent]
     if len(peak_sends) > 1:
         first, last = min(peak_sends), max(peak_sends)
         result.backlog_s = last - first
-        result.backlog_prompts = sum(first <= at <= last for at in prompt_sent.values())
-        result.backlog_sends = sum(first <= at <= last for at in all_sends)
-        result.prompt_rate = result.backlog_prompts / result.backlog_s
+        start = first + 1.0 if last - first > 2.0 else first
+        span = last - start
+        result.backlog_prompts = sum(start < at <= last for at in prompt_sent.values())
+        result.backlog_sends = sum(start < at <= last for at in all_sends)
+        result.prompt_rate = result.backlog_prompts / span
         result.rate_fraction = result.prompt_rate / limit
-        result.all_send_fraction = result.backlog_sends / result.backlog_s / limit
+        result.all_send_fraction = result.backlog_sends / span / limit
+        whole = sum(first <= at <= last for at in all_sends)
+        result.burst_send_fraction = whole / result.backlog_s / limit
     result.plan_ms = (plan.peak_claim_s + plan.peak_prepare_s) * 1e3
+    result.finish_ms = plan.peak_finish_s * 1e3
 
     result.replies = len(latencies)
     result.silent_replies = silent
@@ -541,16 +623,19 @@ class Target:
 
 def targets(run: Run) -> list[Target]:
     plan = run.plan
-    per_row = (plan.peak_claim_s + plan.peak_prepare_s) / max(1, plan.peak_prepared) * 1e6
+    per_row = run.plan_ms / max(1, plan.peak_claimed) * 1e3
     tag = f"{run.limit:g}/s"
     return [
         Target(f"[{tag}] select + plan the peak minute's rows <= {TARGET_PLAN_MS:.0f} ms (real)",
-               run.plan_ms <= TARGET_PLAN_MS and plan.peak_prepared == run.peak_rows,
-               f"{run.plan_ms:.0f} ms for {plan.peak_prepared:,} rows ({per_row:.0f} us/row; "
-               f"{per_row * 200 / 1e3:.0f} ms per claim batch of 200)"),
-        Target(f"[{tag}] prompt send rate >= {TARGET_RATE_FRACTION} of the limit (simulated)",
-               run.rate_fraction >= TARGET_RATE_FRACTION,
-               f"{run.rate_fraction:.3f} ({run.prompt_rate:.1f} prompts/s of {run.limit:g}/s)"),
+               run.plan_ms <= TARGET_PLAN_MS and plan.peak_claimed == run.peak_rows,
+               f"{run.plan_ms:.0f} ms for {plan.peak_claimed:,} rows ({per_row:.1f} us/row; "
+               f"{per_row * BATCH / 1e3:.1f} ms per claim batch of {BATCH}); marking them sent and "
+               f"planning tomorrow's rows after the sends: {run.finish_ms:.0f} ms more"),
+        Target(f"[{tag}] send rate >= {TARGET_RATE_FRACTION} of the limit while the peak "
+               "backlog lasts (simulated)",
+               run.all_send_fraction >= TARGET_RATE_FRACTION,
+               f"{run.all_send_fraction:.3f} of {run.limit:g}/s sent (prompts and replies): "
+               f"prompts {run.prompt_rate:.1f}/s = {run.rate_fraction:.3f}, replies the rest"),
         Target(f"[{tag}] interactive reply p99 < {TARGET_REPLY_P99_S:.0f} s during the fan-out",
                run.reply_p99_s < TARGET_REPLY_P99_S and run.replies > 0,
                f"p99 {run.reply_p99_s * 1e3:.0f} ms over {run.replies} replies"),
@@ -560,29 +645,40 @@ def targets(run: Run) -> list[Target]:
 def print_run(run: Run, population: Population) -> None:
     plan = run.plan
     peak = population.peak
-    print(f"\n== Telegram limit {run.limit:g} messages/s; Haven's prompt lane "
-          f"{run.lane:g}/s; PTB AIORateLimiter(max_retries=3) at its defaults "
-          f"(30/s overall); round trip {run.rtt_ms:g} ms ==")
+    mode = ("paid broadcasts (HAVEN_PAID_BROADCAST=true: prompts carry allow_paid_broadcast "
+            "and take the rate limiter's 1,000/s for them)" if run.paid_broadcast
+            else f"no paid broadcasts (prompts and replies share {SEND_RATE:g}/s, replies "
+                 "first)")
+    print(f"\n== Telegram limit {run.limit:g} messages/s; Haven's prompt lane {run.lane:g}/s; "
+          f"{mode}; rate limiter HavenRateLimiter (PTB's AIORateLimiter, overall_max_rate="
+          f"{SEND_RATE:g}, max_retries=3); round trip {run.rtt_ms:g} ms ==")
     end = population.start + timedelta(seconds=run.simulated_s)
     print(f"simulated {population.start:%H:%M:%S}-{end:%H:%M:%S} UTC ({run.simulated_s:.0f} s "
           f"simulated) in {run.real_s:.1f} s real, {run.cpu_s:.1f} s CPU")
     print(f"prompts due {population.start:%H:%M}-{peak + WINDOW_AFTER:%H:%M} UTC: "
           f"{run.window_prompts:,}; delivered {run.delivered:,}, not delivered "
           f"{run.undelivered:,}, sent twice {run.duplicates}; 429 answers: {run.rejected_429}; "
-          f"errors logged: {run.scheduler_errors}")
+          f"errors logged: {run.scheduler_errors}; sent as paid broadcasts: "
+          f"{plan.paid_broadcasts:,}")
     batches = plan.claim_batch_ms
-    print(f"select + plan, real time: the peak minute's {plan.peak_prepared:,} rows took "
-          f"{plan.peak_claim_s * 1e3:.0f} ms of claim queries + {plan.peak_prepare_s * 1e3:.0f} ms "
-          f"of prepare_job = {run.plan_ms:.0f} ms")
+    print(f"select + plan, real time: the peak minute's {plan.peak_claimed:,} rows took "
+          f"{plan.peak_claim_s * 1e3:.1f} ms in batch claims (claim + ready the prompts) + "
+          f"{plan.peak_prepare_s * 1e3:.1f} ms in prepare_job ({plan.peak_prepared} rows) = "
+          f"{run.plan_ms:.1f} ms; marking them sent and planning tomorrow's rows: "
+          f"{run.finish_ms:.1f} ms")
     if batches:
-        print(f"  claim query per batch of up to 200: mean {sum(batches) / len(batches):.1f} ms, "
-              f"max {max(batches):.1f} ms ({len(batches)} non-empty of {plan.claims} claims); "
-              f"prepare_job {plan.prepare_s / max(1, plan.prepared) * 1e3:.2f} ms/row; "
-              f"finish_job (mark sent, plan tomorrow) "
-              f"{plan.finish_s / max(1, plan.finished) * 1e3:.2f} ms/row")
-    print(f"send rate while the peak backlog lasted ({run.backlog_s:.0f} s simulated): "
-          f"{run.prompt_rate:.1f} prompts/s = {run.rate_fraction:.3f} of the limit; all "
-          f"messages incl. replies {run.all_send_fraction:.3f} of the limit")
+        finishes = plan.finish_batch_ms or [0.0]
+        print(f"  per batch claim of up to {BATCH} rows: mean "
+              f"{sum(batches) / len(batches):.2f} ms, "
+              f"max {max(batches):.2f} ms ({len(batches)} non-empty of {plan.claims} claims, "
+              f"{plan.claimed:,} rows); per batch finish: mean "
+              f"{sum(finishes) / len(finishes):.2f} ms, max {max(finishes):.2f} ms; "
+              f"prepare_job {plan.prepare_s * 1e3 / max(1, plan.prepared):.2f} ms/row "
+              f"({plan.prepared} rows)")
+    print(f"send rate while the peak backlog lasted ({run.backlog_s:.1f} s simulated; its "
+          f"first second left out): {run.prompt_rate:.1f} prompts/s = {run.rate_fraction:.3f} "
+          f"of the limit; all messages incl. replies {run.all_send_fraction:.3f} of the limit "
+          f"({run.burst_send_fraction:.3f} with the first second's burst)")
     print(f"delivered within 5 min of local due time (simulated): {run.within_5min:.1%} of "
           f"the window, {run.peak_within_5min:.1%} of the peak minute; delay p50 "
           f"{run.delay_p50_s:.0f} s, p99 {run.delay_p99_s:.0f} s, max {run.delay_max_s:.0f} s")
@@ -602,12 +698,18 @@ def main() -> int:
                         help="Telegram's limit in messages/s, one run each")
     parser.add_argument("--lane", type=float,
                         help="Haven's prompt lane in messages/s (HAVEN_PROMPT_RATE_PER_SECOND); "
-                             "default: the setting's default, scaled by limit/30")
+                             "default: the setting's default for the mode")
+    parser.add_argument("--paid", choices=("auto", "on", "off"), default="auto",
+                        help="HAVEN_PAID_BROADCAST: auto (the default) turns it on for a limit "
+                             "above Telegram's usual 30/s")
     parser.add_argument("--people", type=int, default=10, help="people writing meanwhile")
     parser.add_argument("--think", type=float, default=5.0,
                         help="their mean pause before each message, simulated seconds")
     parser.add_argument("--rtt", type=float, default=0.0,
                         help="simulated Bot API round trip per call, ms (default 0)")
+    parser.add_argument("--history", type=int, default=0, metavar="DAYS",
+                        help="give each of the peak minute's people a prompt on each of the "
+                             "DAYS days before (default 0: none)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="cProfile each run")
     parser.add_argument("--json", metavar="PATH", type=Path, help="write the figures here")
@@ -618,7 +720,6 @@ def main() -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(FirstFew())
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    default_lane = Settings.model_fields["haven_prompt_rate_per_second"].default
 
     with tempfile.TemporaryDirectory(prefix="haven-fanout-") as tmp:
         data_dir = Path(tmp)
@@ -627,7 +728,9 @@ def main() -> int:
                                  haven_data_dir=data_dir)
         content = load_content(settings.haven_dialogs_dir, settings.haven_prompts_dir,
                                settings.haven_default_locale)
-        population = build_database(base, settings, args.users, args.peak, args.seed)
+        assert content.daily is not None
+        population = build_database(base, settings, args.users, args.peak, args.seed,
+                                    args.history, [p.id for p in content.daily.prompts])
         print(f"Haven daily-prompt fan-out benchmark, {started}")
         print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
               f"{os.cpu_count()} CPUs, {platform.platform()}")
@@ -636,20 +739,24 @@ def main() -> int:
               f"random local minutes in {len(OTHER_ZONES)} zones; one due job each, from "
               f"next_daily_due. SQLite in a temp dir; setup {population.setup_s:.1f} s "
               "(not measured).")
+        print(f"History: the peak minute's people each had a prompt on each of the {args.history} "
+              "days before." if args.history else "History: none (nobody was sent a prompt "
+              "before; see --history).")
         print("Clock: SIMULATED. The event loop's clock is real monotonic time plus every idle "
               "wait, which is skipped\ninstead of slept: CPU work counts at its real cost, "
               "waiting (rate limiters, retry_after, the\nscheduler's 15 s poll, people's "
               "pauses) costs no real time. Engine.clock reads the same clock.")
         print(f"Writers: {args.people} people typing onboarding and /aware answers through "
               f"update_queue -> Engine.handle,\na pause of {args.think:g} s (mean, exponential) "
-              "before each message; their replies take the AIORateLimiter but not the lane.")
+              "before each message; their replies take the rate limiter but not the lane.")
         runs: list[Run] = []
         for limit in args.limit:
             db = data_dir / f"run-{limit:g}.sqlite3"
             shutil.copyfile(base, db)
-            lane = args.lane or min(1000.0, default_lane * limit / 30.0)
+            paid = args.paid == "on" or (args.paid == "auto" and limit > TELEGRAM_RATE)
             with asyncio.Runner(loop_factory=SimulatedLoop) as runner:
-                run = runner.run(run_once(content, population, db, data_dir, args, limit, lane))
+                run = runner.run(run_once(content, population, db, data_dir, args, limit,
+                                          args.lane, paid))
             runs.append(run)
             print_run(run, population)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence, Set
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -39,10 +39,18 @@ class DailyPrompt:
         return focus in self.focus
 
 
+# The prompts that suit one focus, grouped by theme: ((theme, prompts), ...).
+ThemeGroups = tuple[tuple[str, tuple[DailyPrompt, ...]], ...]
+
+
 class PromptLibrary:
     def __init__(self, prompts: Iterable[DailyPrompt]) -> None:
         self.prompts = list(prompts)
         self.by_id = {prompt.id: prompt for prompt in self.prompts}
+        self.theme_of = {prompt.id: prompt.theme for prompt in self.prompts}
+        self._by_focus: dict[str | None, ThemeGroups] = {}
+        self._flat_by_focus: dict[str | None, tuple[DailyPrompt, ...]] = {}
+        self._day_text: dict[date, str] = {}
 
     @classmethod
     def load(cls, path: Path) -> PromptLibrary:
@@ -69,14 +77,76 @@ class PromptLibrary:
                recent: list[tuple[str, date]], open_flows: Iterable[str] = ()) -> DailyPrompt:
         """Today's prompt for a person; `recent` is (prompt id, day sent) over 30 days or more."""
         too_recent = {pid for pid, sent in recent if (day - sent).days < NO_REPEAT_DAYS}
-        suitable = [prompt for prompt in self.prompts if prompt.suits(focus)]
-        fresh = [prompt for prompt in suitable if prompt.id not in too_recent] or suitable
-        seen_themes = Counter(self.by_id[pid].theme for pid, _ in recent if pid in self.by_id)
-        leaning = {FLOW_THEMES[name] for name in open_flows if name in FLOW_THEMES}
+        return self.choose_from(user_id, day, focus, too_recent, [pid for pid, _ in recent],
+                                list(open_flows))
 
-        def rank(prompt: DailyPrompt) -> tuple[int, int, str]:
-            # A stable shuffle per person and day, so two people do not march in step.
-            salt = hashlib.sha256(f"{user_id}:{day}:{prompt.id}".encode()).hexdigest()
-            return (0 if prompt.theme in leaning else 1, seen_themes[prompt.theme], salt)
+    def choose_from(self, user_id: int, day: date, focus: str | None, too_recent: Set[str],
+                    recent_ids: Collection[str], open_flows: Collection[str] = ()) -> DailyPrompt:
+        """`choose`, given what it needs: the ids sent within the last 30 days (`too_recent`)
+        and every id sent over the longer window the themes are counted over (`recent_ids`).
 
-        return min(fresh, key=rank)
+        Among the suitable prompts not sent within 30 days (all suitable ones, if none is
+        left), the best are those of a theme of a flow in progress, then of the themes seen
+        least lately; one of these is picked at random, stable per person and day.
+        """
+        leaning: Set[str] = ({FLOW_THEMES[name] for name in open_flows if name in FLOW_THEMES}
+                             if open_flows else frozenset())
+        best: Sequence[DailyPrompt]
+        if not recent_ids and not leaning:  # every theme ranks alike: all that suit
+            best = self._all_suitable(focus)
+        else:
+            seen_themes = Counter(self.theme_of[pid] for pid in recent_ids
+                                  if pid in self.theme_of)
+            groups = self._suitable_by_theme(focus)
+            best = (_best(groups, too_recent, seen_themes, leaning) if too_recent else None) \
+                or _best(groups, frozenset(), seen_themes, leaning)
+        if not best:
+            raise ValueError(f"no daily prompt suits the focus {focus!r}")
+        # One hash per person and day: a uniform pick among the best, so two people with
+        # the same history do not march in step, and the same person gets the same prompt
+        # if the day's choice is made twice.
+        day_text = self._day_text.get(day)
+        if day_text is None:
+            day_text = self._day_text[day] = str(day)
+        seed = hashlib.sha256(f"{user_id}:{day_text}".encode()).digest()
+        return best[int.from_bytes(seed[:8], "big") % len(best)]
+
+    def _all_suitable(self, focus: str | None) -> tuple[DailyPrompt, ...]:
+        """Every prompt that suits a focus, in the order of `_suitable_by_theme`; cached."""
+        found = self._flat_by_focus.get(focus)
+        if found is None:
+            found = self._flat_by_focus[focus] = tuple(
+                prompt for _, prompts in self._suitable_by_theme(focus) for prompt in prompts)
+        return found
+
+    def _suitable_by_theme(self, focus: str | None) -> ThemeGroups:
+        """The prompts that suit a focus, by theme (in library order); cached per focus."""
+        groups = self._by_focus.get(focus)
+        if groups is None:
+            by_theme: dict[str, list[DailyPrompt]] = {}
+            for prompt in self.prompts:
+                if prompt.suits(focus):
+                    by_theme.setdefault(prompt.theme, []).append(prompt)
+            groups = tuple((theme, tuple(found)) for theme, found in by_theme.items())
+            self._by_focus[focus] = groups
+        return groups
+
+
+def _best(groups: ThemeGroups, excluded: Set[str],
+          seen_themes: Counter[str], leaning: Set[str]) -> list[DailyPrompt]:
+    """The prompts not in `excluded` of the best-ranked themes: a flow's theme first, then
+    the themes seen least."""
+    best_rank: tuple[int, int] | None = None
+    best: list[DailyPrompt] = []
+    for theme, prompts in groups:
+        rank = (0 if theme in leaning else 1, seen_themes[theme])
+        if best_rank is not None and rank > best_rank:
+            continue
+        candidates = [p for p in prompts if p.id not in excluded] if excluded else prompts
+        if not candidates:
+            continue
+        if best_rank is None or rank < best_rank:
+            best_rank, best = rank, list(candidates)
+        else:
+            best.extend(candidates)
+    return best

@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from bot.checkbacks import CHECKBACK
@@ -28,8 +29,13 @@ from bot.messages import Document, Incoming, InputKind, Message, Reply
 from bot.practice import (
     DAILY,
     WEEKLY,
+    ClaimedBatch,
+    DailyBatch,
     DailyPractice,
+    Delivery,
+    NextDue,
     plan_all,
+    plan_next_dailies,
     plan_next_daily,
     plan_next_weekly,
     quiet_until,
@@ -234,6 +240,40 @@ class Engine:
                 plan_next_weekly(unit, user, now)
 
         await self.repository.run(finish)
+
+    # ---- the daily fan-out, a batch at a time (see bot.practice) ----------------------
+
+    @cached_property
+    def _daily_batch(self) -> DailyBatch | None:
+        return DailyBatch(self.daily, self.renderer) if self.daily is not None else None
+
+    async def claim_batch(self, now: datetime, lease: timedelta, limit: int,
+                          grace: timedelta) -> ClaimedBatch:
+        """Claim up to `limit` due rows and ready every daily prompt among them, in one unit
+        of work with a few set-based queries. Daily rows of people who paused, blocked Haven
+        or turned the prompt off are let go; other kinds of rows, and daily ones missed by
+        more than `grace` or held by quiet hours, are returned for `prepare_job`."""
+        batch = self._daily_batch
+
+        def claim(unit: UnitOfWork) -> ClaimedBatch:
+            rows = unit.due_batch(now, lease, limit, grace)
+            if batch is None:
+                unit.claim_jobs([row.id for row in rows], now)
+                return ClaimedBatch(len(rows), [], [row.id for row in rows])
+            ready, skipped, others = batch.split(rows, now)
+            unit.claim_jobs(others, now)
+            unit.skip_jobs(skipped, now)
+            return ClaimedBatch(len(rows), batch.prepare(unit, ready, now), others)
+
+        return await self.repository.run(claim)
+
+    async def finish_batch(self, deliveries: list[Delivery]) -> None:
+        """`finish_job` for the daily prompts of a batch, in one unit of work: mark them sent
+        (or let go, for people who could not be reached) and plan each person's next one."""
+        if not deliveries:
+            return
+        next_due = NextDue()
+        await self.repository.run(lambda unit: plan_next_dailies(unit, deliveries, next_due))
 
     def _flood_reply(self, incoming: Incoming, admission: Admission) -> Reply:
         if admission is Admission.DROP:

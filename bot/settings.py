@@ -10,6 +10,14 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Telegram's limits for a bot: about 30 messages a second in all, or up to 1,000 a second for
+# messages sent with allow_paid_broadcast.
+TELEGRAM_RATE = 30.0
+PAID_BROADCAST_RATE = 1000.0
+# What Haven sends at most without paid broadcasts: a little under Telegram's 30, so that
+# Haven's count and Telegram's never disagree by a message (each 429 stops every send for
+# a second or more).
+SEND_RATE = 29.4
 
 
 class SettingsError(Exception):
@@ -33,7 +41,12 @@ class Settings(BaseSettings):
     haven_console_user_id: int = 1
     haven_max_answer_chars: int = Field(default=2000, ge=100, le=4000)
     haven_encryption_keys: str | None = Field(default=None, repr=False)
-    haven_prompt_rate_per_second: float = Field(default=25.0, gt=0, le=1000)
+    # Scheduled messages (daily prompts, check-backs) per second; unset: what the mode
+    # allows (see `prompt_rate`).
+    haven_prompt_rate_per_second: float | None = Field(default=None, gt=0, le=1000)
+    # Send scheduled messages as paid broadcasts (Telegram charges Stars for each), which
+    # Telegram lets through at up to 1,000 a second instead of about 30.
+    haven_paid_broadcast: bool = False
     haven_scheduler_poll_seconds: float = Field(default=15.0, gt=0, le=30)
     haven_catch_up_hours: float = Field(default=3.0, ge=0)
     haven_flood_burst: int = Field(default=10, ge=1)
@@ -88,6 +101,19 @@ class Settings(BaseSettings):
         except EncryptionKeyError as error:
             raise ValueError(str(error)) from None
         return value
+
+    @property
+    def prompt_rate(self) -> float:
+        """The scheduled messages' lane, per second: as set, or else all the mode allows.
+
+        Without paid broadcasts, scheduled messages and replies share `SEND_RATE` (the rate
+        limiter's), so the lane takes what replies leave. With them, the lane's paid messages
+        leave Telegram's ordinary 30 a second of the 1,000 to the replies."""
+        if self.haven_prompt_rate_per_second is not None:
+            return self.haven_prompt_rate_per_second
+        if self.haven_paid_broadcast:
+            return PAID_BROADCAST_RATE - TELEGRAM_RATE
+        return SEND_RATE
 
     def encryption_keys(self) -> list[bytes]:
         """The keys from the environment, or from the key file (made on first run)."""

@@ -24,7 +24,7 @@ def differences(unit: UnitOfWork) -> list[Any]:
 def step_back_and_forth(unit: UnitOfWork) -> list[str]:
     config = alembic_config()
     config.attributes["connection"] = unit.session.connection()
-    command.downgrade(config, "0001")
+    command.downgrade(config, "0001")  # undoes every later migration
     command.upgrade(config, "head")
     return differences(unit)
 

@@ -8,6 +8,7 @@ of order.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import weakref
@@ -42,7 +43,7 @@ from bot.adapters.splitting import TELEGRAM_LIMIT, split_html, visible_length
 from bot.engine import Engine
 from bot.messages import Document, Incoming, InputKind, Message, Reply, text
 from bot.scheduler import Scheduler, scheduler_config
-from bot.settings import Settings
+from bot.settings import SEND_RATE, Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,13 +113,49 @@ class HavenBot(ExtBot[Any]):
     """The bot, plus a way to send a message without parsing Telegram's answer into a
     `telegram.Message` (most of the cost of a send, and only the id is ever needed)."""
 
-    async def send_html(self, chat_id: int, text: str, reply_markup: str | None = None) -> int:
-        """Send Telegram HTML; `reply_markup` is already JSON. Returns the message id."""
+    async def send_html(self, chat_id: int, text: str, reply_markup: str | None = None,
+                        paid_broadcast: bool = False) -> int:
+        """Send Telegram HTML; `reply_markup` is already JSON. Returns the message id.
+
+        With `paid_broadcast`, the message is sent with allow_paid_broadcast: Telegram takes
+        up to 1,000 such messages a second (for a fee), and AIORateLimiter paces them at that
+        rate instead of the usual 30 a second."""
         result = await self._post("sendMessage", {
             "chat_id": chat_id, "text": text, "parse_mode": ParseMode.HTML,
-            "reply_markup": reply_markup,
+            "reply_markup": reply_markup, "allow_paid_broadcast": True if paid_broadcast else None,
         })
         return int(result["message_id"])
+
+
+# Set while a scheduled message (a daily prompt, a check-back) is being sent.
+SCHEDULED: contextvars.ContextVar[bool] = contextvars.ContextVar("scheduled", default=False)
+
+
+class HavenRateLimiter(AIORateLimiter):
+    """AIORateLimiter, with replies to people who write ahead of scheduled messages.
+
+    Both share the overall limit, which AIORateLimiter grants in arrival order. Scheduled
+    messages take their turn one at a time, so that at most one of them waits for the
+    shared limiter at any moment: a reply waits behind one scheduled message at most, never
+    behind a fan-out's worth, and the scheduled ones still get all the capacity replies
+    leave. Paid broadcasts have AIORateLimiter's own limiter and are not held back. 429s are
+    handled by AIORateLimiter: every request waits out retry_after, then it is retried.
+    """
+
+    def __init__(self, overall_max_rate: float, max_retries: int) -> None:
+        super().__init__(overall_max_rate=overall_max_rate, max_retries=max_retries)
+        self._scheduled_turn = asyncio.Lock()
+
+    async def _run_request(self, chat: bool, group: str | int | bool,
+                           allow_paid_broadcast: bool, callback: Any, args: Any,
+                           kwargs: dict[str, Any]) -> Any:
+        shared = self._base_limiter
+        if chat and shared is not None and not allow_paid_broadcast and SCHEDULED.get():
+            async with self._scheduled_turn:
+                await shared.acquire()
+            chat = False  # its share of the overall limit is taken already
+        return await super()._run_request(chat, group, allow_paid_broadcast, callback, args,
+                                          kwargs)
 
 
 class TelegramAdapter:
@@ -170,21 +207,24 @@ class TelegramAdapter:
         chat_id = query.message.chat.id if query.message else user.id
         await self.send(context.bot, chat_id, reply)
 
-    async def send(self, bot: Bot, chat_id: int, reply: Reply) -> bool:
-        """Send a reply; False if the person has blocked Haven."""
+    async def send(self, bot: Bot, chat_id: int, reply: Reply,
+                   paid_broadcast: bool = False) -> bool:
+        """Send a reply; False if the person has blocked Haven. Scheduled messages may go as
+        paid broadcasts (see `HavenBot.send_html`); replies never do."""
         assert isinstance(bot, HavenBot)
         sent: list[int] = []
         try:
             await self._delete(bot, chat_id, reply.delete_message_ids)
             for message in coalesce(reply.messages):
                 for document in message.documents:
-                    sent.append(await self._send_file(bot, chat_id, document))
+                    sent.append(await self._send_file(bot, chat_id, document, paid_broadcast))
                 if not message.text.strip():
                     continue
                 parts = split_html(message.text)
                 for index, part in enumerate(parts):
                     markup = _keyboard(message) if index == len(parts) - 1 else None
-                    sent.append(await with_retries(partial(bot.send_html, chat_id, part, markup)))
+                    sent.append(await with_retries(partial(
+                        bot.send_html, chat_id, part, markup, paid_broadcast)))
         except Forbidden:
             log.info("the person has blocked Haven; nothing more is sent")
             await self.engine.set_blocked(chat_id, True)
@@ -194,15 +234,19 @@ class TelegramAdapter:
                 self.engine.remember_sent(chat_id, sent)
         return True
 
-    async def _send_file(self, bot: Bot, chat_id: int, document: Document) -> int:
+    async def _send_file(self, bot: Bot, chat_id: int, document: Document,
+                         paid_broadcast: bool = False) -> int:
         """A picture as a photo, anything else as a document; returns its message id."""
         upload = InputFile(document.content, filename=document.file_name)
+        paid = True if paid_broadcast else None
         if document.mime_type.startswith("image/"):
             await bot.send_chat_action(chat_id, ChatAction.UPLOAD_PHOTO)
-            result = await with_retries(partial(bot.send_photo, chat_id, upload))
+            result = await with_retries(partial(bot.send_photo, chat_id, upload,
+                                                allow_paid_broadcast=paid))
         else:
             await bot.send_chat_action(chat_id, ChatAction.UPLOAD_DOCUMENT)
-            result = await with_retries(partial(bot.send_document, chat_id, upload))
+            result = await with_retries(partial(bot.send_document, chat_id, upload,
+                                                allow_paid_broadcast=paid))
         return int(result.message_id)
 
     async def _delete(self, bot: Bot, chat_id: int, message_ids: list[int]) -> None:
@@ -284,14 +328,22 @@ def build_application(
     base = settings.telegram_api_base_url
 
     background: list[asyncio.Task[None]] = []
-    lane = AsyncLimiter(settings.haven_prompt_rate_per_second, 1)
+    # Scheduled messages go out through their own lane (a burst of one second's worth at
+    # most), and then, like replies, through the rate limiter, which keeps everything under
+    # Telegram's limits and, on a 429, holds every send for its retry_after (retrying a
+    # send three times at most). Without paid broadcasts the lane and the replies share
+    # SEND_RATE, replies first (see HavenRateLimiter); paid broadcasts have their own limit
+    # of 1,000 a second, apart from the replies'.
+    paid_broadcast = settings.haven_paid_broadcast
+    lane = AsyncLimiter(settings.prompt_rate, 1)
 
     async def send_prompt(chat_id: int, reply: Reply) -> bool:
-        # Scheduled prompts go out through their own lane, below Telegram's limit of about
-        # 30 messages a second, so that replies to people who just wrote are never queued
-        # behind a fan-out.
         async with lane:
-            return await adapter.send(application.bot, chat_id, reply)
+            scheduled = SCHEDULED.set(True)
+            try:
+                return await adapter.send(application.bot, chat_id, reply, paid_broadcast)
+            finally:
+                SCHEDULED.reset(scheduled)
 
     async def post_init(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         await adapter.set_commands(application)
@@ -310,7 +362,8 @@ def build_application(
         settings.telegram_bot_token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot",
         request=request or HTTPXRequest(connection_pool_size=256),
         get_updates_request=request or HTTPXRequest(),
-        rate_limiter=AIORateLimiter(max_retries=3) if rate_limited else None,
+        rate_limiter=(HavenRateLimiter(overall_max_rate=SEND_RATE, max_retries=3)
+                      if rate_limited else None),
     )
     builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
         ApplicationBuilder()

@@ -154,6 +154,9 @@ class ScheduledJob(Base):
     __tablename__ = "scheduled_jobs"
     __table_args__ = (
         Index("ix_scheduled_jobs_due", "state", "due_at"),
+        # One person's rows (/checkin, choosing a prompt, /pause): without it SQLite would
+        # read every due or sent row through the index above.
+        Index("ix_scheduled_jobs_user_state", "user_id", "state"),
         Index("uq_scheduled_jobs_daily", "user_id", "kind", "local_date", unique=True),
     )
 

@@ -9,13 +9,32 @@ transaction.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable
-from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, NamedTuple, TypeVar
 
 from cryptography.fernet import MultiFernet
-from sqlalchemy import Engine, and_, bindparam, delete, func, select, text
+from sqlalchemy import (
+    ARRAY,
+    Engine,
+    Integer,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    select,
+    text,
+    union_all,
+    update,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session, aliased, sessionmaker
@@ -60,6 +79,200 @@ _OPEN_RUN = (
     .order_by(FlowRun.id.desc())
     .limit(1)
 )
+
+
+_JOBS: Table = ScheduledJob.__table__  # type: ignore[assignment]
+_USERS: Table = User.__table__  # type: ignore[assignment]
+_RUNS: Table = FlowRun.__table__  # type: ignore[assignment]
+
+
+class DueRow(NamedTuple):
+    """A due job with what its daily prompt needs of the person (`UnitOfWork.due_batch`).
+    The flags are as the driver gives them: on SQLite, 0 or 1."""
+
+    id: int
+    kind: str
+    prompt_id: str | None
+    in_grace: bool  # due no more than the grace window ago
+    user_id: int
+    chat_id: int
+    language: str
+    focus: str | None
+    timezone: str | None
+    daily_enabled: bool
+    paused: bool
+    blocked: bool  # Telegram said the person blocked Haven
+    quiet_start: str | None
+    quiet_end: str | None
+    discreet: bool
+
+
+def _sent(item: str) -> tuple[str, datetime]:
+    """ "id@2026-06-02 07:00:00.000000" (UTC) -> (id, the aware time)."""
+    prompt_id, _, when = item.partition("@")
+    return prompt_id, datetime.fromisoformat(when).replace(tzinfo=UTC)
+
+
+class SentPrompts(NamedTuple):
+    """The ids of the prompts a person was sent lately (`UnitOfWork.sent_prompts_of`): those
+    sent from a `late` moment on, those sent before an `early` one, and (id, when) for those
+    in between."""
+
+    late: list[str]
+    early: list[str]
+    between: list[tuple[str, datetime]]
+
+
+class FinishRow(NamedTuple):
+    """A job to mark, with what planning the person's next daily prompt needs."""
+
+    id: int
+    kind: str
+    user_id: int
+    local_date: date | None
+    daily_enabled: bool
+    daily_time: str | None
+    timezone: str | None
+    paused: bool
+
+
+# Claiming a batch: the due rows (as claim_due_jobs finds them) with their people, no ORM;
+# the columns of a DueRow, in its order.
+_CLAIM_BATCH = (
+    select(_JOBS.c.id, _JOBS.c.kind, _JOBS.c.prompt_id,
+           (_JOBS.c.due_at >= bindparam("missed_before")).label("in_grace"),
+           _USERS.c.id.label("user_id"), _USERS.c.chat_id, _USERS.c.language, _USERS.c.focus,
+           _USERS.c.timezone, _USERS.c.daily_enabled, _USERS.c.paused,
+           _USERS.c.blocked_at.is_not(None).label("blocked"), _USERS.c.quiet_start,
+           _USERS.c.quiet_end, _USERS.c.discreet)
+    .join(_USERS, _USERS.c.id == _JOBS.c.user_id)
+    .where(_JOBS.c.state == "due", _JOBS.c.due_at <= bindparam("now"),
+           _JOBS.c.claimed_at.is_(None) | (_JOBS.c.claimed_at < bindparam("expired")))
+    .order_by(_JOBS.c.due_at)
+    .with_for_update(skip_locked=True, of=_JOBS)
+)
+# The columns of a FinishRow, in its order.
+_TO_FINISH = (
+    select(_JOBS.c.id, _JOBS.c.kind, _JOBS.c.user_id, _JOBS.c.local_date,
+           _USERS.c.daily_enabled, _USERS.c.daily_time, _USERS.c.timezone, _USERS.c.paused)
+    .join(_USERS, _USERS.c.id == _JOBS.c.user_id)
+)
+
+
+class _Prepared:
+    """A query compiled once for a dialect and run straight through the driver: at the
+    busiest minute SQLAlchemy's work around each call and each row costs more than the
+    query. Values go in as the driver takes them (see `_BatchSQL.timestamp`), and rows come
+    back as the driver gives them (SQLite: booleans as 0 or 1, times as text)."""
+
+    def __init__(self, statement: Any, dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.order = compiled.positiontup or []
+        self.constants = dict(compiled.params)  # the values written into the statement
+
+    def rows(self, session: Session, **values: Any) -> Sequence[Any]:
+        given = {**self.constants, **values}
+        return session.connection().exec_driver_sql(
+            self.sql, tuple(given[name] for name in self.order)).all()
+
+
+class _BatchSQL:
+    """The fan-out's statements for one database dialect, built once.
+
+    A batch's ids are one parameter, `ids`: a JSON array read by json_each on SQLite, an
+    array compared with = ANY on PostgreSQL (SQLAlchemy's IN would render and bind each id
+    anew for every statement). The executemany statements are plain SQL in the driver's
+    own parameter style, with values converted as the column types would.
+    """
+
+    def __init__(self, dialect: Any) -> None:
+        postgres = dialect.name == "postgresql"
+
+        def among(column: Any) -> Any:
+            if postgres:
+                return column == any_(bindparam("ids", type_=ARRAY(Integer)))
+            return column.in_(select(func.json_each(bindparam("ids", type_=String))
+                                     .table_valued("value").c.value))
+
+        def driver_sql(sql: str) -> str:
+            if dialect.paramstyle == "qmark":
+                return sql
+            if dialect.paramstyle == "numeric_dollar":
+                parts = sql.split("?")
+                return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], 1)) + parts[-1]
+            if dialect.paramstyle == "format":
+                return sql.replace("?", "%s")
+            raise NotImplementedError(f"no positional parameters in style {dialect.paramstyle}")
+
+        def converter(column: Any) -> Callable[[Any], Any]:
+            convert = column.type.dialect_impl(dialect).bind_processor(dialect)
+            return convert if convert is not None else (lambda value: value)
+
+        self.ids: Callable[[list[int]], Any] = (lambda ids: ids) if postgres else json.dumps
+        self.timestamp = converter(_JOBS.c.due_at)
+        self.day = converter(_JOBS.c.local_date)
+        self.claim = (update(_JOBS).where(among(_JOBS.c.id))
+                      .values(claimed_at=bindparam("now")))
+        self.skip = (update(_JOBS).where(among(_JOBS.c.id))
+                     .values(state="skipped", claimed_at=bindparam("now")))
+        # `state || ''`: SQLite keeps no statistics here and would look such rows up through
+        # the (state, due_at) index, reading every row in that state, instead of through
+        # each person's (user_id, kind, local_date) entries.
+        sent = (_JOBS.c.state.concat("") == "sent", _JOBS.c.sent_at >= bindparam("since"),
+                _JOBS.c.prompt_id.is_not(None))
+        columns = (_JOBS.c.user_id, _JOBS.c.prompt_id, _JOBS.c.sent_at)
+        sent_rows = union_all(
+            select(*columns).where(among(_JOBS.c.user_id),
+                                   _JOBS.c.kind == bindparam("dated_kind"),
+                                   _JOBS.c.local_date >= bindparam("since_day"), *sent),
+            select(*columns).where(among(_JOBS.c.user_id),
+                                   _JOBS.c.kind == bindparam("other_kind"), *sent),
+        ).subquery()
+        # Per person, one row: the ids sent from `late` on, those sent before `early`, and
+        # "id@when" (UTC, ISO) for the few in between, each list as one string: no row, and
+        # no time to convert, per prompt.
+        late = sent_rows.c.sent_at >= bindparam("late")
+        early = sent_rows.c.sent_at < bindparam("early")
+        if postgres:
+            sent_text: Any = func.to_char(func.timezone("UTC", sent_rows.c.sent_at),
+                                          'YYYY-MM-DD"T"HH24:MI:SS.US')
+        else:  # kept as ISO text in UTC already
+            sent_text = sql_cast(sent_rows.c.sent_at, String)
+        joined = func.string_agg if postgres else func.group_concat
+        comma: Any = literal_column("','")
+        self.history = _Prepared(select(
+            sent_rows.c.user_id,
+            joined(case((late, sent_rows.c.prompt_id)), comma),
+            joined(case((early, sent_rows.c.prompt_id)), comma),
+            joined(case((~late & ~early, sent_rows.c.prompt_id.concat("@").concat(sent_text))),
+                   comma),
+        ).group_by(sent_rows.c.user_id), dialect)
+        self.open_flows = _Prepared(select(_RUNS.c.user_id, _RUNS.c.flow).where(
+            among(_RUNS.c.user_id), _RUNS.c.status == OPEN), dialect)
+        self.due = _Prepared(_CLAIM_BATCH.limit(bindparam("limit", type_=Integer)), dialect)
+        self.users = select(User).where(among(User.id))
+        self.to_finish = _TO_FINISH.where(among(_JOBS.c.id))
+        self.cancel = delete(_JOBS).where(among(_JOBS.c.user_id),
+                                          _JOBS.c.kind == bindparam("kind"),
+                                          _JOBS.c.local_date >= bindparam("since"),
+                                          _JOBS.c.state.concat("") == "due")
+        self.days_done = select(_JOBS.c.user_id, _JOBS.c.local_date).where(
+            among(_JOBS.c.user_id), _JOBS.c.kind == bindparam("kind"),
+            _JOBS.c.local_date >= bindparam("since"), _JOBS.c.state != "due")
+        self.set_prompt = driver_sql(
+            "UPDATE scheduled_jobs SET claimed_at = ?, prompt_id = ? WHERE id = ?")
+        self.set_open_prompt = (  # from the jobs just given their prompt
+            update(_USERS).where(_USERS.c.id == _JOBS.c.user_id, among(_JOBS.c.id))
+            .values(open_prompt=_JOBS.c.prompt_id, updated_at=bindparam("now")))
+        self.mark = driver_sql(
+            "UPDATE scheduled_jobs SET state = ?, sent_at = ?, answers = NULL WHERE id = ?")
+        self.plan = driver_sql(
+            "INSERT INTO scheduled_jobs (user_id, kind, due_at, local_date, state) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+
+
+_BATCH_SQL: dict[str, _BatchSQL] = {}
 
 
 _CHAT_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
@@ -329,6 +542,146 @@ class UnitOfWork:
         for job in rows:
             job.claimed_at = now
         return [job.id for job in rows]
+
+    # ---- scheduled work, a batch at a time (the daily fan-out) ------------------------
+    #
+    # At the busiest minute thousands of people are due at once: these read and write a
+    # batch of them in a few statements (`_BatchSQL`), with no ORM objects.
+
+    @property
+    def _batch(self) -> _BatchSQL:
+        dialect = self.session.get_bind().dialect
+        found = _BATCH_SQL.get(dialect.name)
+        if found is None:
+            found = _BATCH_SQL[dialect.name] = _BatchSQL(dialect)
+        return found
+
+    def due_batch(self, now: datetime, lease: timedelta, limit: int,
+                  grace: timedelta) -> list[DueRow]:
+        """Up to `limit` of the jobs `claim_due_jobs` would claim, each with what its daily
+        prompt needs of the person (not their name, which would cost a decryption each), in
+        one query. On PostgreSQL they are locked (FOR UPDATE SKIP LOCKED): the caller claims
+        every one of them in this same unit of work, through `claim_jobs`, `skip_jobs` or
+        `set_prompts`."""
+        sql = self._batch
+        return [DueRow(*row) for row in sql.due.rows(
+            self.session, now=sql.timestamp(now), expired=sql.timestamp(now - lease),
+            missed_before=sql.timestamp(now - grace), limit=limit)]
+
+    def claim_jobs(self, job_ids: list[int], now: datetime) -> None:
+        """Claim jobs found by `due_batch`, as `claim_due_jobs` does."""
+        if job_ids:
+            sql = self._batch
+            self.session.execute(sql.claim, {"ids": sql.ids(job_ids), "now": now})
+
+    def skip_jobs(self, job_ids: list[int], now: datetime) -> None:
+        """Claim jobs found by `due_batch` and let them go without sending them."""
+        if job_ids:
+            sql = self._batch
+            self.session.execute(sql.skip, {"ids": sql.ids(job_ids), "now": now})
+
+    def sent_prompts_of(self, user_ids: list[int], since: datetime, early: datetime,
+                        late: datetime, dated_kind: str, other_kind: str) -> dict[int, SentPrompts]:
+        """`sent_prompts` for many people, in two queries: per person, the ids of the prompts
+        sent from `since` on, split by when (see `SentPrompts`).
+
+        Only jobs of the kinds that carry a prompt are read: `dated_kind` (one a day, with
+        its local date, read from the day before `since` on) and `other_kind`, each found
+        through the person's (user_id, kind, local_date) entries rather than every sent row.
+        """
+        found: dict[int, SentPrompts] = {}
+        if not user_ids:
+            return found
+        sql = self._batch
+        rows = sql.history.rows(
+            self.session, ids=sql.ids(user_ids), since=sql.timestamp(since),
+            since_day=sql.day((since - timedelta(days=1)).date()), dated_kind=dated_kind,
+            other_kind=other_kind, early=sql.timestamp(early), late=sql.timestamp(late))
+        for user_id, late_ids, early_ids, between in rows:
+            found[user_id] = SentPrompts(
+                late_ids.split(",") if late_ids else [], early_ids.split(",") if early_ids else [],
+                [_sent(item) for item in between.split(",")] if between else [])
+        return found
+
+    def open_flows_of(self, user_ids: list[int]) -> dict[int, list[str]]:
+        """The flows each person has open, for many people in one query (no answers read)."""
+        found: dict[int, list[str]] = {}
+        if not user_ids:
+            return found
+        sql = self._batch
+        for user_id, flow in sql.open_flows.rows(self.session, ids=sql.ids(user_ids)):
+            found.setdefault(user_id, []).append(flow)
+        return found
+
+    def users_by_ids(self, user_ids: list[int]) -> dict[int, User]:
+        """Several people as ORM objects, in one query."""
+        if not user_ids:
+            return {}
+        sql = self._batch
+        return {user.id: user for user in self.session.execute(
+            sql.users, {"ids": sql.ids(user_ids)}).scalars()}
+
+    def set_prompts(self, chosen: list[tuple[int, int, str]], now: datetime) -> None:
+        """Claim each job (job id, user id, prompt id) found by `due_batch` as sending that
+        prompt, which becomes the person's open prompt (what a typed reply answers), as of
+        `now`: an executemany handed straight to the driver (SQLAlchemy's work per row would
+        cost more than the database's), then one UPDATE ... FROM for the people."""
+        if not chosen:
+            return
+        sql = self._batch
+        stamp = sql.timestamp(now)
+        self._executemany(sql.set_prompt,
+                          [(stamp, prompt_id, job_id) for job_id, _, prompt_id in chosen])
+        self.session.execute(sql.set_open_prompt, {
+            "ids": sql.ids([job_id for job_id, _, _ in chosen]), "now": now})
+
+    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self.session.connection().exec_driver_sql(sql, rows)
+
+    def jobs_to_finish(self, job_ids: list[int]) -> list[FinishRow]:
+        """The jobs among `job_ids` that still exist, with what planning the person's next
+        daily prompt needs."""
+        if not job_ids:
+            return []
+        sql = self._batch
+        return [FinishRow(*row) for row in self.session.execute(
+            sql.to_finish, {"ids": sql.ids(job_ids)})]
+
+    def mark_jobs(self, outcomes: list[tuple[int, str, datetime]]) -> None:
+        """Set each (job id, state, when) as `finish_job` does (a check-back's copy of
+        answers goes too), in one executemany handed straight to the driver."""
+        if outcomes:
+            sql = self._batch
+            self._executemany(sql.mark, [(state, sql.timestamp(at), job_id)
+                                         for job_id, state, at in outcomes])
+
+    def cancel_jobs_of(self, user_ids: list[int], kind: str, since: date) -> None:
+        """`cancel_jobs` for many people in one statement, for the local days from `since`
+        on (each person's rows of other days are not read: a year of them would be)."""
+        if user_ids:
+            sql = self._batch
+            self.session.execute(sql.cancel, {"ids": sql.ids(user_ids), "kind": kind,
+                                              "since": since})
+
+    def days_done(self, user_ids: list[int], kind: str, since: date) -> set[tuple[int, date]]:
+        """(user id, local date) of every `kind` job from `since` on that was sent or let go:
+        `job_done_on` for many people in one query."""
+        if not user_ids:
+            return set()
+        sql = self._batch
+        rows = self.session.execute(sql.days_done, {"ids": sql.ids(user_ids), "kind": kind,
+                                                     "since": since})
+        return {(user_id, day) for user_id, day in rows}
+
+    def plan_jobs(self, kind: str, planned: list[tuple[int, datetime, date]]) -> None:
+        """`plan_job` for many (user id, due at, local date) in one INSERT ... ON CONFLICT DO
+        NOTHING: a second daily prompt for the same local day is quietly not added."""
+        if not planned:
+            return
+        sql = self._batch
+        self._executemany(sql.plan, [
+            (user_id, kind, sql.timestamp(due_at), sql.day(day), "due")
+            for user_id, due_at, day in planned])
 
     def job(self, job_id: int) -> ScheduledJob | None:
         return self.session.get(ScheduledJob, job_id)
