@@ -193,8 +193,7 @@ class Engine:
             if (later := quiet_until(user, now)) is not None:
                 job.due_at, job.claimed_at = later, None  # after the quiet hours, then
                 return None
-            turn = Turn(self, unit, Incoming(chat_id=user.chat_id, kind=InputKind.OTHER))
-            turn.user, turn.locale = user, user.language
+            turn = self._scheduled_turn(unit, user)
             practice = DailyPractice(turn, library, now)
             if job.kind == WEEKLY:
                 practice.weekly(discreet=user.discreet)
@@ -205,6 +204,12 @@ class Engine:
             return user.chat_id, turn.reply
 
         return await self.repository.run(prepare)
+
+    def _scheduled_turn(self, unit: UnitOfWork, user: User) -> Turn:
+        """A turn that Haven starts itself (nobody wrote): its words go to `user`."""
+        turn = Turn(self, unit, Incoming(chat_id=user.chat_id, kind=InputKind.OTHER))
+        turn.user, turn.locale = user, user.language
+        return turn
 
     def _prepare_check_back(self, unit: UnitOfWork, job: ScheduledJob, user: User,
                             now: datetime) -> tuple[int, Reply] | None:
@@ -217,8 +222,7 @@ class Engine:
         if starts_flow and (later := quiet_until(user, now)) is not None:
             job.due_at, job.claimed_at = later, None
             return None
-        turn = Turn(self, unit, Incoming(chat_id=user.chat_id, kind=InputKind.OTHER))
-        turn.user, turn.locale = user, user.language
+        turn = self._scheduled_turn(unit, user)
         if not turn.check_back(job):
             job.state, job.answers = "skipped", None
             return None

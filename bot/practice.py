@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -97,11 +98,14 @@ def quiet_until(user: User, now: datetime) -> datetime | None:
     return next_daily_due(now, clock(user.quiet_end), user.timezone)[0]
 
 
-def prompt_buttons(translate: Callable[[str], str]) -> tuple[tuple[Button, ...], ...]:
-    return ((Button(translate(ANSWER_LABEL), callbacks.daily("answer")),
-             Button(translate(SKIP_TODAY_LABEL), callbacks.daily("skip"))),
-            (Button(translate(SNOOZE_LABEL), callbacks.daily("snooze")),
-             Button(translate(PAUSE_LABEL), callbacks.daily("pause"))))
+def prompt_buttons(translate: Callable[[str], str],
+                   discreet: bool = False) -> tuple[tuple[Button, ...], ...]:
+    """The buttons under a prompt; in discreet mode "Show it" stands in for answer and skip."""
+    first = ((Button(translate(SHOW_LABEL), callbacks.daily("show")),) if discreet
+             else (Button(translate(ANSWER_LABEL), callbacks.daily("answer")),
+                   Button(translate(SKIP_TODAY_LABEL), callbacks.daily("skip"))))
+    return (first, (Button(translate(SNOOZE_LABEL), callbacks.daily("snooze")),
+                    Button(translate(PAUSE_LABEL), callbacks.daily("pause"))))
 
 
 class DailyPractice:
@@ -128,9 +132,7 @@ class DailyPractice:
     def show(self, prompt: DailyPrompt, intro: bool = False, discreet: bool = False) -> None:
         """The prompt with its buttons; in discreet mode, only a neutral nudge to open it."""
         self.user.open_prompt = prompt.id
-        buttons = prompt_buttons(self.turn.t)
-        if discreet:
-            buttons = ((Button(self.turn.t(SHOW_LABEL), callbacks.daily("show")),), *buttons[1:])
+        buttons = prompt_buttons(self.turn.t, discreet)
         self.turn.say("daily/prompt.j2", buttons=buttons, prompt=prompt, discreet=discreet,
                       intro=intro)
 
@@ -390,13 +392,7 @@ class DailyBatch:
         """The prompt as `DailyPractice.show` says it (in a scheduled turn: no intro)."""
         buttons = self._buttons.get((locale, discreet))
         if buttons is None:
-            def translate(message: str) -> str:
-                return self.renderer.gettext(locale, message)
-
-            buttons = prompt_buttons(translate)
-            if discreet:
-                buttons = ((Button(translate(SHOW_LABEL), callbacks.daily("show")),),
-                           *buttons[1:])
+            buttons = prompt_buttons(partial(self.renderer.gettext, locale), discreet)
             self._buttons[(locale, discreet)] = buttons
         view = UserView.of(user) if user is not None else PLACEHOLDER
         texts = self.renderer.render(_PROMPT_TEMPLATE, locale, {

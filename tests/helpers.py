@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from cryptography.fernet import MultiFernet
@@ -64,7 +65,34 @@ async def migrated(url: str, cipher: MultiFernet) -> Repository:
     return repository
 
 
-def make_engine(content: Content, repository: Repository) -> Engine:
+class Clock:
+    """A clock a test sets by hand: `Engine(clock=...)` reads it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Outbox:
+    """Stands in for Telegram: records what the scheduler sends; chats in `unreachable`
+    are people who blocked Haven."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, Reply]] = []
+        self.unreachable: set[int] = set()
+
+    async def __call__(self, chat_id: int, reply: Reply) -> bool:
+        if chat_id in self.unreachable:
+            return False
+        self.sent.append((chat_id, reply))
+        return True
+
+
+def make_engine(content: Content, repository: Repository,
+                clock: Callable[[], datetime] | None = None) -> Engine:
     """The real engine; flood control is relaxed, since tests type far faster than people."""
     return Engine(content.flows, content.machines, content.renderer, repository,
-                  flood=FloodGuard(burst=100_000), daily=content.daily)
+                  flood=FloodGuard(burst=100_000), daily=content.daily,
+                  **({"clock": clock} if clock is not None else {}))

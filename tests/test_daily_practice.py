@@ -17,32 +17,10 @@ from bot.messages import Incoming, InputKind, Reply
 from bot.scheduler import Scheduler, SchedulerConfig
 from bot.storage.models import ScheduledJob
 from bot.storage.repository import Repository
-from tests.helpers import Reader, labels, texts
+from tests.helpers import Clock, Outbox, Reader, labels, make_engine, texts
 from tests.test_console_flows import onboard
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)  # 13:00 in London (summer time)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class Outbox:
-    """Stands in for Telegram: records what the scheduler sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, Reply]] = []
-        self.unreachable: set[int] = set()
-
-    async def __call__(self, chat_id: int, reply: Reply) -> bool:
-        if chat_id in self.unreachable:
-            return False
-        self.sent.append((chat_id, reply))
-        return True
 
 
 @pytest.fixture
@@ -52,8 +30,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def daily_engine(content: Content, repository: Repository, clock: Clock) -> Engine:
-    return Engine(content.flows, content.machines, content.renderer, repository,
-                  flood=FloodGuard(burst=100_000), daily=content.daily, clock=clock)
+    return make_engine(content, repository, clock)
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from bot.adapters.console import ConsoleChat
 from bot.adapters.telegram import SCHEDULED, HavenRateLimiter, build_application
 from bot.app import Content
 from bot.engine import Engine
-from bot.flood import FloodGuard
 from bot.messages import Incoming, InputKind, Message, Reply
 from bot.practice import DAILY, SNOOZE, plan_next_daily
 from bot.schedule_times import local_day, next_daily_due
@@ -31,9 +30,8 @@ from bot.storage.crypto import cipher_from
 from bot.storage.models import FlowRun, ScheduledJob, User, as_utc
 from bot.storage.repository import Repository, UnitOfWork
 from tests.fake_telegram import FakeTelegram
-from tests.helpers import Reader, labels, make_engine, migrated, texts
+from tests.helpers import Clock, Outbox, Reader, labels, make_engine, migrated, texts
 from tests.test_console_flows import onboard
-from tests.test_daily_practice import Clock, Outbox
 
 PEAK = datetime(2026, 6, 2, 7, 0, tzinfo=UTC)  # 08:00 in London (summer time)
 TOKEN = "777777:FANOUT-token"
@@ -102,8 +100,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def daily_engine(content: Content, repository: Repository, clock: Clock) -> Engine:
-    return Engine(content.flows, content.machines, content.renderer, repository,
-                  flood=FloodGuard(burst=100_000), daily=content.daily, clock=clock)
+    return make_engine(content, repository, clock)
 
 
 async def test_a_batch_of_many_people_each_get_exactly_one_prompt(

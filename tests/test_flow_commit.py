@@ -13,7 +13,6 @@ from sqlalchemy import select
 from bot.adapters.console import ConsoleChat
 from bot.app import Content
 from bot.engine import Engine
-from bot.flood import FloodGuard
 from bot.messages import Incoming, InputKind, Reply
 from bot.scheduler import Scheduler
 from bot.storage.crypto import cipher_from, key_file, read_or_create_key_file
@@ -21,9 +20,8 @@ from bot.storage.models import FlowRun, Reflection, ScheduledJob
 from bot.storage.repository import Repository
 from tests.bot_process import BotProcess
 from tests.fake_telegram import FakeTelegram
-from tests.helpers import Reader, labels, migrated, press_data, texts
+from tests.helpers import Clock, Outbox, Reader, labels, make_engine, migrated, press_data, texts
 from tests.test_console_flows import onboard
-from tests.test_daily_practice import Clock, Outbox
 from tests.test_e2e_telegram import bot, fake, visible  # noqa: F401 - fixtures used below
 from tests.test_e2e_telegram import onboard as onboard_on_telegram
 
@@ -49,8 +47,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def timed_engine(content: Content, repository: Repository, clock: Clock) -> Engine:
-    return Engine(content.flows, content.machines, content.renderer, repository,
-                  flood=FloodGuard(burst=100_000), daily=content.daily, clock=clock)
+    return make_engine(content, repository, clock)
 
 
 @pytest.fixture

@@ -16,14 +16,12 @@ from bot.adapters.console import ConsoleChat
 from bot.app import Content, load_content
 from bot.checkbacks import check_back_due
 from bot.engine import Engine
-from bot.flood import FloodGuard
 from bot.flows.loader import FlowError
-from bot.messages import Reply
 from bot.scheduler import Scheduler
 from bot.settings import PROJECT_ROOT
 from bot.storage.models import FlowRun, Reflection, ScheduledJob
 from bot.storage.repository import Repository
-from tests.helpers import Reader, labels, migrated, texts
+from tests.helpers import Clock, Outbox, Reader, labels, make_engine, migrated, texts
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -148,23 +146,6 @@ def load(root: Path) -> Content:
     return load_content(root / "dialogs", root / "prompts")
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class Outbox:
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, Reply]] = []
-
-    async def __call__(self, chat_id: int, reply: Reply) -> bool:
-        self.sent.append((chat_id, reply))
-        return True
-
-
 @pytest.fixture
 def demo(tmp_path: Path) -> Content:
     return load(write_content(tmp_path / "content",
@@ -177,8 +158,7 @@ def clock() -> Clock:
 
 
 def engine_for(demo: Content, repository: Repository, clock: Clock) -> Engine:
-    return Engine(demo.flows, demo.machines, demo.renderer, repository,
-                  flood=FloodGuard(burst=100_000), daily=demo.daily, clock=clock)
+    return make_engine(demo, repository, clock)
 
 
 @pytest.fixture

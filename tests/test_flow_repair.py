@@ -18,13 +18,12 @@ from sqlalchemy import select, update
 from bot.adapters.console import ConsoleChat
 from bot.app import Content
 from bot.engine import Engine
-from bot.flood import FloodGuard
 from bot.messages import Incoming, InputKind, Reply
 from bot.scheduler import Scheduler
 from bot.storage.models import FlowRun, Reflection, ScheduledJob, User
 from bot.storage.repository import Repository
 from tests.fake_telegram import FakeTelegram
-from tests.helpers import Reader, labels, migrated, press_data, texts
+from tests.helpers import Clock, Outbox, Reader, labels, make_engine, migrated, press_data, texts
 from tests.test_console_flows import onboard
 
 START = datetime(2026, 6, 1, 22, 30, tzinfo=UTC)  # late in the evening, after a fight
@@ -45,28 +44,8 @@ FOLLOW_UP_LABELS = ["In 2 days", "In 3 days", "In a week", "No follow-up, thanks
 ASK_LABELS = ["Yes", "Not yet", "I decided not to"]
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class Outbox:
-    """Stands in for Telegram: records what the scheduler sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, Reply]] = []
-
-    async def __call__(self, chat_id: int, reply: Reply) -> bool:
-        self.sent.append((chat_id, reply))
-        return True
-
-
 def engine_for(content: Content, repository: Repository, clock: Clock) -> Engine:
-    return Engine(content.flows, content.machines, content.renderer, repository,
-                  flood=FloodGuard(burst=100_000), daily=content.daily, clock=clock)
+    return make_engine(content, repository, clock)
 
 
 @pytest.fixture

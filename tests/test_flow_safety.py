@@ -14,7 +14,6 @@ from bot.adapters.console import ConsoleChat
 from bot.app import Content
 from bot.charts import ProfileRequest, draw_profile, profile_chart
 from bot.engine import Engine
-from bot.flood import FloodGuard
 from bot.messages import Reply, text
 from bot.safety_check import (
     ELEMENTS,
@@ -34,7 +33,7 @@ from bot.storage.models import SafetyCheck
 from bot.storage.repository import Repository
 from tests.bot_process import BotProcess
 from tests.fake_telegram import FakeTelegram
-from tests.helpers import Reader, labels, migrated, texts
+from tests.helpers import Clock, Reader, labels, make_engine, migrated, texts
 from tests.test_console_flows import onboard
 from tests.test_e2e_telegram import (  # the real bot process and the fake Bot API
     bot,  # noqa: F401
@@ -162,14 +161,6 @@ def test_the_profile_picture_and_its_text() -> None:
 # --- through the console -------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock(START)
@@ -177,8 +168,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def timed_engine(content: Content, repository: Repository, clock: Clock) -> Engine:
-    return Engine(content.flows, content.machines, content.renderer, repository,
-                  flood=FloodGuard(burst=100_000), daily=content.daily, clock=clock)
+    return make_engine(content, repository, clock)
 
 
 @pytest.fixture
