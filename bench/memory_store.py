@@ -151,6 +151,15 @@ class MemoryUnit:
     def crisis_events(self, user: User) -> list[Any]:
         return []
 
+    def safety_checks(self, user: User, relationship: str | None = None) -> list[Any]:
+        return []  # the scripted people never take the safety check
+
+    def heartbeat(self, worker_id: str, now: datetime, stale_before: datetime) -> int:
+        return 1  # one process: the whole of Telegram's limits
+
+    def leave(self, worker_id: str) -> None:
+        return None
+
     def forget_messages(self, user: User) -> None:
         self.store.messages.pop(user.id, None)
 

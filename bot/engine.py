@@ -52,6 +52,17 @@ CHECK_BACK_GRACE = timedelta(days=7)
 
 
 @dataclass(frozen=True)
+class Unconfirmed:
+    """A turn that ran to its end but whose commit got no answer (the database went away
+    at that moment): it may be stored or not. Kept until the person's next message."""
+
+    update_id: int
+    kind: InputKind
+    text: str
+    reply: Reply
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     max_answer_chars: int = 2000
 
@@ -80,6 +91,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.commands = {flow.command: flow.name for flow in flows.values() if flow.command}
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._unconfirmed: dict[int, Unconfirmed] = {}
 
     def command_menu(self) -> list[tuple[str, str]]:
         """(command, description) pairs for the client's command menu."""
@@ -140,14 +152,22 @@ class Engine:
             lock = asyncio.Lock()
             self._locks[incoming.chat_id] = lock
         async with lock:
+            ran: list[Turn] = []
+
+            def take_turn(unit: UnitOfWork) -> Turn:
+                ran.append(Turn(self, unit, incoming, crisis).run())
+                return ran[-1]
+
             try:
+                earlier = self._unconfirmed.pop(incoming.chat_id, None)
+                if earlier is not None and (repeat := await self._resent(earlier, incoming)):
+                    return repeat
                 hiding = incoming.kind is InputKind.COMMAND and incoming.text == "hide"
                 if hiding and incoming.message_id is not None:
                     # /hide takes its own message too, and everything noted so far.
                     self.repository.remember_messages(incoming.chat_id, [incoming.message_id])
                     await self.repository.flush_messages()
-                turn = await self.repository.run(
-                    lambda unit: Turn(self, unit, incoming, crisis).run(), incoming.chat_id)
+                turn = await self.repository.run(take_turn, incoming.chat_id)
                 for image in reversed(turn.images):
                     # Drawn off the event loop: a chart takes about a tenth of a second.
                     png = await asyncio.to_thread(image.draw)
@@ -161,7 +181,30 @@ class Engine:
             except Exception:
                 # Never log the input itself: it may be someone's most private words.
                 log.exception("turn failed", extra={"chat_kind": incoming.kind.value})
+                if ran and incoming.update_id is not None:
+                    self._unconfirmed[incoming.chat_id] = Unconfirmed(
+                        incoming.update_id, incoming.kind, incoming.text, ran[-1].reply)
                 return self._reply_without_storage(incoming, crisis)
+
+    async def _resent(self, earlier: Unconfirmed, incoming: Incoming) -> Reply | None:
+        """The reply of `earlier` if it was stored after all and `incoming` is the same message
+        sent again (as the person was asked to); else None, and `incoming` is a turn of its own.
+
+        Without this, an answer whose commit reached the database just before it went away
+        would be taken twice: once as sent, and again, resent, as the next step's answer."""
+        if (incoming.kind, incoming.text) != (earlier.kind, earlier.text):
+            return None
+
+        def was_stored(unit: UnitOfWork) -> bool:
+            user = unit.find_user(incoming.chat_id)
+            return user is not None and earlier.update_id in (user.recent_updates or [])
+
+        try:
+            stored = await self.repository.run(was_stored)
+        except Exception:
+            self._unconfirmed[incoming.chat_id] = earlier  # still unknown: ask again later
+            raise
+        return earlier.reply if stored else None
 
     async def prepare_job(self, job_id: int, now: datetime,
                           grace: timedelta) -> tuple[int, Reply] | None:

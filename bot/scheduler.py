@@ -8,9 +8,13 @@ the next follows at once, after whatever else waits on the event loop.
 
 Delivery is at least once: rows are marked sent after Telegram accepted their messages, so
 a worker that dies in between leaves claims that run out (the lease) and those rows are
-sent again by another worker. The window is one batch's sends: a batch's daily prompts
-are marked together once they are all out (or when the worker is stopped). Rows missed
-while nothing ran are still sent within the grace window, and let go after it.
+sent again by another worker. The window is small: a batch's daily prompts are marked as
+they go out, a group at a time (every `mark_seconds`, or `mark_every` sends if sooner), so
+a worker killed mid-batch repeats at most its last second or so of sends, and the rows it
+had claimed but not yet sent go out once, after the lease. Losing a prompt whose send may
+have happened would be the other choice; a repeated prompt costs a person less than a
+missing check-back. Rows missed while nothing ran are still sent within the grace window,
+and let go after it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bot import metrics
 from bot.engine import Engine
 from bot.messages import Reply
 from bot.practice import Delivery, DuePrompt
@@ -33,6 +38,11 @@ log = logging.getLogger(__name__)
 Sender = Callable[[int, Reply], Awaitable[bool]]
 
 
+# About 8.5 s of sends: one worker at Telegram's 29.4/s claims the full 250 at once.
+BATCH_SECONDS = 8.5
+MIN_BATCH = 10
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     poll_seconds: float = 15.0
@@ -40,6 +50,8 @@ class SchedulerConfig:
     lease: timedelta = timedelta(minutes=2)
     batch: int = 250
     concurrency: int = 8
+    mark_every: int = 250
+    mark_seconds: float = 1.0
 
 
 def scheduler_config(settings: Settings) -> SchedulerConfig:
@@ -47,24 +59,37 @@ def scheduler_config(settings: Settings) -> SchedulerConfig:
     concurrency = max(SchedulerConfig.concurrency, min(128, math.ceil(settings.prompt_rate / 8)))
     return SchedulerConfig(poll_seconds=settings.haven_scheduler_poll_seconds,
                            grace=timedelta(hours=settings.haven_catch_up_hours),
+                           lease=timedelta(seconds=settings.haven_scheduler_lease_seconds),
                            concurrency=concurrency)
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, send: Sender, config: SchedulerConfig | None = None) -> None:
+    def __init__(self, engine: Engine, send: Sender, config: SchedulerConfig | None = None,
+                 pace: Callable[[], float] | None = None) -> None:
+        """`pace` gives the sends a second this worker may make now (its lane's rate)."""
         self.engine = engine
         self.send = send
         self.config = config or SchedulerConfig()
+        self.pace = pace
+
+    def batch_size(self) -> int:
+        """Rows to claim at once: at most `config.batch`, and no more than this worker sends in
+        `BATCH_SECONDS`, so that workers share a fan-out in small parts and a batch is out
+        well within the lease."""
+        if self.pace is None:
+            return self.config.batch
+        return max(MIN_BATCH, min(self.config.batch, int(self.pace() * BATCH_SECONDS)))
 
     async def run_forever(self) -> None:
         while True:
             full = False
-            try:
-                full = await self.tick() == self.config.batch
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("a scheduler round failed; trying again next round")
+            with metrics.scheduler_round():
+                try:
+                    full = await self.tick() >= self.batch_size()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("a scheduler round failed; trying again next round")
             # After a full batch there may be more due right now: go on, once everything else
             # waiting on the event loop (people writing) has had its turn.
             await asyncio.sleep(0 if full else self.config.poll_seconds)
@@ -77,12 +102,13 @@ class Scheduler:
         rows (weekly, snooze, check-backs) go one at a time through `Engine.prepare_job`.
         """
         now = now or self.engine.clock()
+        await metrics.count_due_rows(self.engine.repository, now)
         config = self.config
-        batch = await self.engine.claim_batch(now, config.lease, config.batch, config.grace)
+        batch = await self.engine.claim_batch(now, config.lease, self.batch_size(), config.grace)
         # A few sends in flight at once, so a network round trip does not set the pace;
         # the send lane still sets the rate.
         in_flight = asyncio.Semaphore(config.concurrency)
-        delivered: list[Delivery] = []
+        marks = DeliveryMarks(self.engine, config)
 
         async def deliver_prompt(prompt: DuePrompt) -> None:
             async with in_flight:
@@ -92,7 +118,7 @@ class Scheduler:
                     # Left claimed: after the lease it is tried again, by this or another worker.
                     log.exception("a daily prompt could not be sent")
                     return
-                delivered.append(Delivery(prompt.job_id, reached, self.engine.clock()))
+                await marks.add(Delivery(prompt.job_id, reached, self.engine.clock()))
 
         async def deliver(job_id: int) -> None:
             async with in_flight:
@@ -112,7 +138,41 @@ class Scheduler:
                                  *(deliver(job_id) for job_id in batch.others))
         finally:
             # Also when stopped half-way: what went out is marked, so only what did not is
-            # sent after the lease. A crash before this line sends the batch again (at least
-            # once); nothing else can.
-            await self.engine.finish_batch(delivered)
+            # sent after the lease.
+            await marks.flush()
+        if marks.delivered:
+            log.info("a batch of daily prompts went out")
         return batch.claimed
+
+
+class DeliveryMarks:
+    """Marks a batch's sent prompts a group at a time while the rest are still going out."""
+
+    def __init__(self, engine: Engine, config: SchedulerConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.pending: list[Delivery] = []
+        self.delivered = 0  # prompts Telegram accepted (not counting people out of reach)
+        self.last_marked = engine.clock()
+        self._marking = asyncio.Lock()
+
+    async def add(self, delivery: Delivery) -> None:
+        self.pending.append(delivery)
+        self.delivered += delivery.delivered
+        waited = (delivery.at - self.last_marked).total_seconds()
+        if len(self.pending) >= self.config.mark_every or waited >= self.config.mark_seconds:
+            try:
+                await self.flush()
+            except Exception:
+                # Kept in `pending`: the batch's last flush tries them again.
+                log.exception("could not mark sent prompts yet; trying again at the batch's end")
+
+    async def flush(self) -> None:
+        async with self._marking:
+            group, self.pending = self.pending, []
+            self.last_marked = self.engine.clock()
+            try:
+                await self.engine.finish_batch(group)
+            except BaseException:
+                self.pending = group + self.pending
+                raise

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     webhook_secret: str | None = Field(default=None, repr=False)
     port: int = Field(default=8080, ge=1, le=65535)
+    # How many connections Telegram may open at once to deliver updates (1-100).
+    webhook_max_connections: int = Field(default=40, ge=1, le=100)
     haven_dialogs_dir: Path = PROJECT_ROOT / "dialogs"
     haven_prompts_dir: Path = PROJECT_ROOT / "prompts"
     haven_default_locale: str = "en"
@@ -49,6 +51,8 @@ class Settings(BaseSettings):
     haven_paid_broadcast: bool = False
     haven_scheduler_poll_seconds: float = Field(default=15.0, gt=0, le=30)
     haven_catch_up_hours: float = Field(default=3.0, ge=0)
+    # How long a worker's claim on due rows holds before another worker may take them.
+    haven_scheduler_lease_seconds: float = Field(default=120.0, ge=10, le=3600)
     haven_flood_burst: int = Field(default=10, ge=1)
     haven_flood_period_seconds: float = Field(default=10.0, gt=0)
 

@@ -55,6 +55,27 @@ class BotProcess:
                                      + self.log())
             await asyncio.sleep(0.05)
 
+    async def wait_healthy(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """In webhook mode: wait until the server on PORT answers /healthz with 200 (it sets
+        its webhook before it listens, so `start` can return a moment too early)."""
+        import aiohttp
+
+        url = f"http://127.0.0.1:{self.env['PORT']}/healthz"
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return
+                if self.process is not None and self.process.returncode is not None:
+                    raise AssertionError(f"the bot exited with {self.process.returncode}:\n"
+                                         + self.log())
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{url} did not answer 200 in {timeout}s:\n"
+                                         + self.log())
+                await asyncio.sleep(0.05)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

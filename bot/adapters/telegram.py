@@ -26,7 +26,7 @@ from telegram import (
 )
 from telegram import Message as TelegramMessage
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, TelegramError
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -39,11 +39,14 @@ from telegram.ext import (
 from telegram.request import BaseRequest, HTTPXRequest
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from bot import metrics
 from bot.adapters.splitting import TELEGRAM_LIMIT, split_html, visible_length
 from bot.engine import Engine
+from bot.logs import update_logged
 from bot.messages import Document, Incoming, InputKind, Message, Reply, text
 from bot.scheduler import Scheduler, scheduler_config
-from bot.settings import SEND_RATE, Settings
+from bot.settings import PAID_BROADCAST_RATE, SEND_RATE, Settings
+from bot.workers import SharedLimit, WorkerShare
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,12 +57,14 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, NetworkError) and not isinstance(error, BadRequest)
 
 
-async def with_retries(call: Callable[[], Awaitable[T]]) -> T:
+async def with_retries(call: Callable[[], Awaitable[T]], method: str | None = None) -> T:
     """Retry a Bot API call through network errors, with backoff, a few times at most.
 
     429s are retried by the rate limiter (honouring retry_after); a timed-out send may
     have arrived, so a retry can at worst repeat one message, never lose one silently.
     The first try is made directly: setting up the retry loop costs more than a send.
+    A call still failing after its retries is logged and counted (`metrics.gave_up`) as
+    `method` (by default the Bot API name of the called method), then raised.
     """
     try:
         return await call()
@@ -71,10 +76,24 @@ async def with_retries(call: Callable[[], Awaitable[T]]) -> T:
         retry=retry_if_exception(_is_transient), stop=stop_after_attempt(3),
         wait=wait_exponential_jitter(initial=0.5, max=8), reraise=True,
     )
-    async for attempt in retrying:
-        with attempt:
-            return await call()
+    try:
+        async for attempt in retrying:
+            with attempt:
+                metrics.retrying("network")
+                return await call()
+    except NetworkError as error:
+        if _is_transient(error):
+            metrics.gave_up(method or _api_name(call), "network")
+        raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _api_name(call: Callable[..., object]) -> str:
+    """`partial(bot.delete_messages, ...)` -> "deleteMessages"."""
+    name = getattr(getattr(call, "func", call), "__name__", "unknown")
+    first, *rest = name.split("_")
+    return first + "".join(word.title() for word in rest)
+
 
 MEDIA_KINDS = ("sticker", "photo", "voice", "video", "video_note", "animation", "audio",
                "document", "location", "contact", "poll", "dice")
@@ -91,16 +110,18 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         )
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        chat = update.effective_chat if isinstance(update, Update) else None
-        if chat is None:
+        if not isinstance(update, Update) or update.effective_chat is None:
             await coroutine
             return
+        chat = update.effective_chat
         lock = self._locks.get(chat.id)
         if lock is None:
             lock = asyncio.Lock()
             self._locks[chat.id] = lock
+        # The update's id on every log line of its handling, the error handler's included.
         async with lock:
-            await coroutine
+            with update_logged(update.update_id):
+                await coroutine
 
     async def initialize(self) -> None:
         return None
@@ -139,12 +160,44 @@ class HavenRateLimiter(AIORateLimiter):
     shared limiter at any moment: a reply waits behind one scheduled message at most, never
     behind a fan-out's worth, and the scheduled ones still get all the capacity replies
     leave. Paid broadcasts have AIORateLimiter's own limiter and are not held back. 429s are
-    handled by AIORateLimiter: every request waits out retry_after, then it is retried.
+    handled by AIORateLimiter: every request waits out retry_after, then it is retried; here
+    they are counted, and a request given up after its retries is logged.
     """
 
     def __init__(self, overall_max_rate: float, max_retries: int) -> None:
         super().__init__(overall_max_rate=overall_max_rate, max_retries=max_retries)
         self._scheduled_turn = asyncio.Lock()
+        self.overall_max_rate = overall_max_rate
+
+    def shared_limits(self) -> list[SharedLimit]:
+        """The limits that are the bot's as a whole, to be split between workers."""
+        limits = [SharedLimit(self._apb_limiter, PAID_BROADCAST_RATE)]
+        if self._base_limiter is not None:
+            limits.append(SharedLimit(self._base_limiter, self.overall_max_rate))
+        return limits
+
+    async def process_request(self, callback: Any, args: Any, kwargs: dict[str, Any],
+                              endpoint: str, data: dict[str, Any],
+                              rate_limit_args: int | None) -> Any:
+        tries = 0
+
+        async def counted(*call_args: Any, **call_kwargs: Any) -> Any:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                metrics.retrying("rate_limited")
+            try:
+                return await callback(*call_args, **call_kwargs)
+            except RetryAfter:
+                metrics.rate_limited()
+                raise
+
+        try:
+            return await super().process_request(counted, args, kwargs, endpoint, data,
+                                                 rate_limit_args)
+        except RetryAfter:
+            metrics.gave_up(endpoint, "rate_limited")
+            raise
 
     async def _run_request(self, chat: bool, group: str | int | bool,
                            allow_paid_broadcast: bool, callback: Any, args: Any,
@@ -172,6 +225,13 @@ class TelegramAdapter:
         await application.bot.set_my_commands(commands)
 
     async def on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Handles one update, timed and counted; its log lines carry its update id."""
+        kind = update_kind(update)
+        with update_logged(update.update_id), metrics.handling_update(kind):
+            await self._handle(update, context)
+            log.debug("update handled", extra={"kind": kind})
+
+    async def _handle(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         chat = update.effective_chat
         if chat is None or chat.type != "private":
             return  # Haven talks one to one only
@@ -224,12 +284,13 @@ class TelegramAdapter:
                 for index, part in enumerate(parts):
                     markup = _keyboard(message) if index == len(parts) - 1 else None
                     sent.append(await with_retries(partial(
-                        bot.send_html, chat_id, part, markup, paid_broadcast)))
+                        bot.send_html, chat_id, part, markup, paid_broadcast), "sendMessage"))
         except Forbidden:
             log.info("the person has blocked Haven; nothing more is sent")
             await self.engine.set_blocked(chat_id, True)
             return False
         finally:
+            metrics.messages_sent(len(sent), scheduled=SCHEDULED.get())
             if sent and reply.remember_sent:
                 self.engine.remember_sent(chat_id, sent)
         return True
@@ -265,6 +326,21 @@ class TelegramAdapter:
             log.warning("Telegram error while handling an update: %s", type(error).__name__)
         else:
             log.error("error while handling an update", exc_info=error)
+
+
+def update_kind(update: Update) -> str:
+    """What an update is, for the metrics: message, press, member, or other (edits, and
+    anything outside a private chat, which Haven does not act on)."""
+    chat = update.effective_chat
+    if chat is None or chat.type != "private":
+        return "other"
+    if update.callback_query is not None:
+        return "press"
+    if update.message is not None:
+        return "message"
+    if update.my_chat_member is not None:
+        return "member"
+    return "other"
 
 
 def incoming_from(message: TelegramMessage, update_id: int | None = None) -> Incoming:
@@ -345,15 +421,30 @@ def build_application(
             finally:
                 SCHEDULED.reset(scheduled)
 
+    rate_limiter = (HavenRateLimiter(overall_max_rate=SEND_RATE, max_retries=3)
+                    if rate_limited else None)
+    # Several workers sending for this bot split its limits (see bot.workers).
+    share = WorkerShare(engine.repository, [
+        SharedLimit(lane, settings.prompt_rate),
+        *(rate_limiter.shared_limits() if rate_limiter is not None else []),
+    ], engine.clock)
+
     async def post_init(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         await adapter.set_commands(application)
+        try:
+            await share.beat()  # before the first scheduled send
+        except Exception:
+            log.exception("could not count the workers; sending at the whole bot's rate")
+        background.append(asyncio.create_task(share.run_forever(), name="worker share"))
         if engine.daily is not None:
-            scheduler = Scheduler(engine, send_prompt, scheduler_config(settings))
+            scheduler = Scheduler(engine, send_prompt, scheduler_config(settings),
+                                  pace=lambda: lane.max_rate)
             background.append(asyncio.create_task(scheduler.run_forever(), name="scheduler"))
 
     async def post_stop(_application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         for task in background:
             task.cancel()
+        await share.leave()
 
     async def post_shutdown(_application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         await engine.repository.close()
@@ -362,8 +453,7 @@ def build_application(
         settings.telegram_bot_token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot",
         request=request or HTTPXRequest(connection_pool_size=256),
         get_updates_request=request or HTTPXRequest(),
-        rate_limiter=(HavenRateLimiter(overall_max_rate=SEND_RATE, max_retries=3)
-                      if rate_limited else None),
+        rate_limiter=rate_limiter,
     )
     builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
         ApplicationBuilder()

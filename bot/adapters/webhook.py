@@ -5,6 +5,9 @@ read further or queued; the comparison takes the same time however much of the
 token is right. An update is answered 200 only once it has been handled, so if
 the process dies mid-turn Telegram delivers it again, and the engine's record of
 handled update ids makes that second delivery a no-op.
+
+The same port serves `/healthz` (200 only while the database answers) and `/metrics`
+(Haven's Prometheus metrics, see bot.metrics: counts and timings, nothing about anyone).
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from aiohttp import web
 from telegram import Update
 from telegram.ext import Application
 
+from bot import metrics
 from bot.adapters.telegram import ALLOWED_UPDATES
 from bot.engine import Engine
+from bot.logs import update_logged
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-MAX_CONNECTIONS = 40
 
 
 def build_webhook_app(
@@ -47,15 +51,21 @@ def build_webhook_app(
             return web.Response(status=400)
         if update is None:
             return web.Response(status=400)
-        await application.update_processor.process_update(
-            update, application.process_update(update)
-        )
+        # Set here rather than in the handler, so the error handler's lines carry it too.
+        with update_logged(update.update_id):
+            await application.update_processor.process_update(
+                update, application.process_update(update)
+            )
         return web.Response(status=200)
 
     async def health(_request: web.Request) -> web.Response:
         ready = await engine.repository.ping()
         return web.json_response({"database": "ok" if ready else "unavailable"},
                                  status=200 if ready else 503)
+
+    async def metrics_page(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(),
+                            headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def on_startup(_app: web.Application) -> None:
         await application.initialize()
@@ -64,7 +74,7 @@ def build_webhook_app(
         await application.start()
         await application.bot.set_webhook(
             settings.webhook_url or "", secret_token=settings.webhook_secret,
-            allowed_updates=ALLOWED_UPDATES, max_connections=MAX_CONNECTIONS,
+            allowed_updates=ALLOWED_UPDATES, max_connections=settings.webhook_max_connections,
         )
         log.info("Haven is listening for Telegram's webhook on port %s", settings.port)
 
@@ -79,6 +89,7 @@ def build_webhook_app(
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_post(path, receive)
     app.router.add_get("/healthz", health)
+    app.router.add_get("/metrics", metrics_page)
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app

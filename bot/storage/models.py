@@ -190,3 +190,13 @@ class SafetyCheck(Base):
     relationship: Mapped[str] = mapped_column(String(16), nullable=False)
     scores: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Worker(Base):
+    """A running Haven process that sends to Telegram, seen lately. Telegram's limits are per
+    bot, so the processes sharing one bot split them by how many of these are alive."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -48,6 +48,7 @@ from bot.storage.models import (
     SafetyCheck,
     ScheduledJob,
     User,
+    Worker,
     utcnow,
 )
 
@@ -543,6 +544,15 @@ class UnitOfWork:
             job.claimed_at = now
         return [job.id for job in rows]
 
+    def due_rows_waiting(self, now: datetime) -> tuple[int, datetime | None]:
+        """How many rows are due by `now` and not yet sent, and the earliest due time among
+        them (naive on SQLite): one query over the index on (state, due_at)."""
+        count, earliest = self.session.execute(
+            select(func.count(), func.min(ScheduledJob.due_at))
+            .where(ScheduledJob.state == "due", ScheduledJob.due_at <= now)
+        ).one()
+        return int(count), earliest
+
     # ---- scheduled work, a batch at a time (the daily fan-out) ------------------------
     #
     # At the busiest minute thousands of people are due at once: these read and write a
@@ -718,6 +728,20 @@ class UnitOfWork:
             self.session.execute(delete(table).where(table.user_id == user.id))
         self.session.execute(delete(User).where(User.id == user.id))
         self.session.expunge_all()  # nothing of theirs may be written back
+
+    def heartbeat(self, worker_id: str, now: datetime, stale_before: datetime) -> int:
+        """Note that this worker is alive, forget those not seen since `stale_before`, and
+        return how many are alive (this one included)."""
+        if self.session.get(Worker, worker_id) is None:
+            self.session.add(Worker(id=worker_id, seen_at=now))
+        else:
+            self.session.execute(update(Worker).where(Worker.id == worker_id).values(seen_at=now))
+        self.session.execute(delete(Worker).where(Worker.seen_at < stale_before))
+        self.session.flush()
+        return int(self.session.execute(select(func.count()).select_from(Worker)).scalar_one())
+
+    def leave(self, worker_id: str) -> None:
+        self.session.execute(delete(Worker).where(Worker.id == worker_id))
 
 
 class Repository:

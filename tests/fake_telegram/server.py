@@ -110,6 +110,7 @@ class FakeTelegram:
         self.base_url = ""
         self._commands: dict[str, list[dict[str, str]]] = {}
         self._failures: dict[str, list[Failure]] = {}
+        self._outages: dict[str, tuple[float, Failure]] = {}  # method -> (until, failure)
         self._pending: list[dict[str, Any]] = []
         self._update_ids = itertools.count(700_000_001)
         self._allowed_updates: list[str] | None = None  # None or []: the default set
@@ -193,6 +194,24 @@ class FakeTelegram:
         """Make the next ``count`` calls of ``method`` fail (429 flood wait, 5xx, or any)."""
         failure = Failure(status, retry_after if status == 429 else None, description)
         self._failures.setdefault(method.lower(), []).extend([failure] * count)
+
+    def fail_for(
+        self,
+        method: str,
+        seconds: float,
+        status: int = 429,
+        retry_after: int | None = 2,
+        description: str | None = None,
+    ) -> None:
+        """Make every call of ``method`` fail for the next ``seconds`` (Telegram down, or
+        rate limiting, for a while); calls queued by ``fail_next`` fail first."""
+        failure = Failure(status, retry_after if status == 429 else None, description)
+        self._outages[method.lower()] = (time.monotonic() + seconds, failure)
+
+    def failing(self, method: str) -> bool:
+        """True while an outage of ``method`` set by ``fail_for`` lasts."""
+        outage = self._outages.get(method.lower())
+        return outage is not None and time.monotonic() < outage[0]
 
     def age_messages(self, chat_id: int, seconds: int) -> None:
         """Pretend every message of the chat was sent ``seconds`` earlier."""
@@ -292,9 +311,12 @@ class FakeTelegram:
 
     def _inject_failure(self, name: str) -> None:
         queue = self._failures.get(name)
-        if not queue:
+        if queue:
+            failure = queue.pop(0)
+        elif self.failing(name):
+            failure = self._outages[name][1]
+        else:
             return
-        failure = queue.pop(0)
         if failure.status == 429:
             retry = failure.retry_after or 1
             raise ApiError(

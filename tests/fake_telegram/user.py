@@ -76,6 +76,19 @@ class FakeUser:
             content["entities"] = entities
         return self._send(ChatMessage(0, text, "text", from_bot=False), content)
 
+    def typed(self, text: str) -> dict[str, Any]:
+        """The Message dict of ``text`` typed in this chat, without queuing it: for tests that
+        post updates to the bot themselves (a load balancer in front of several workers)."""
+        self._refuse_if_blocked()
+        content: dict[str, Any] = {"text": text}
+        entities = command_entities(text)
+        if entities:
+            content["entities"] = entities
+        raw = self.fake.new_message_raw(self._chat, self._chat.user, **content)
+        message = ChatMessage(raw["message_id"], text, "text", from_bot=False, raw=raw)
+        self.fake.add_message(self._chat, message)
+        return raw
+
     async def send_sticker(self, emoji: str = "👍") -> dict[str, Any]:
         stored = self.fake.store_file(
             b"RIFF\0\0\0\0WEBP", prefix="CAACAgIAAxk", folder="stickers", file_name="sticker.webp"
