@@ -404,6 +404,8 @@ async def measure(key: str, label: str, build: Callable[[OfflineBotAPI], App],
         paced_phase = await paced(updates, probe, paced_load, args.rate, args.max_seconds, 4)
     finally:
         await app.stop()
+        if app.post_stop:  # as run_polling does: stops the scheduler and the heartbeat
+            await app.post_stop(app)
         await app.shutdown()
         if app.post_shutdown:
             await app.post_shutdown(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,3 +68,10 @@ async def build_engine(settings: Settings) -> Engine:
                   flood=FloodGuard(settings.haven_flood_burst,
                                    settings.haven_flood_period_seconds),
                   daily=content.daily)
+
+
+def built() -> None:
+    """Start-up is over: what it built stays for good, so the collector need not look at it
+    again (gc.freeze), and collection starts (see bot.__main__)."""
+    gc.freeze()
+    gc.enable()

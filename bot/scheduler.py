@@ -80,7 +80,8 @@ class Scheduler:
             return self.config.batch
         return max(MIN_BATCH, min(self.config.batch, int(self.pace() * BATCH_SECONDS)))
 
-    async def run_forever(self) -> None:
+    async def run_forever(self, delay: float = 0.0) -> None:
+        await asyncio.sleep(delay)
         while True:
             full = False
             with metrics.scheduler_round():

@@ -337,6 +337,12 @@ async def test_network_errors_and_blocking(
     await user.press("Sounds good")
     assert "keep your reflections" in visible(await user.replies(timeout=20))
     assert len([e for e in fake.errors if "Too Many Requests" in e[2]]) == 1
+    # Telegram failing to take the press's answer and the old keyboard's removal: those are
+    # niceties, and the next question still comes.
+    fake.fail_next("answerCallbackQuery", status=502)
+    fake.fail_next("editMessageReplyMarkup", status=502)
+    await user.press("Yes, keep them")
+    assert "Which relationship" in visible(await user.replies(timeout=20))
 
     user.block()  # Telegram tells the bot with a my_chat_member update
     keys = read_or_create_key_file(key_file(tmp_path))

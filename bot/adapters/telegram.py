@@ -46,7 +46,7 @@ from bot.logs import update_logged
 from bot.messages import Document, Incoming, InputKind, Message, Reply, text
 from bot.scheduler import Scheduler, scheduler_config
 from bot.settings import PAID_BROADCAST_RATE, SEND_RATE, Settings
-from bot.workers import SharedLimit, WorkerShare
+from bot.workers import HEARTBEAT, SharedLimit, WorkerShare
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -254,16 +254,18 @@ class TelegramAdapter:
             kind=InputKind.PRESS, text=query.data or "", first_name=user.first_name or "",
             language_code=user.language_code, update_id=update_id,
         ))
+        # Answering the press and taking the old buttons away are niceties: if Telegram
+        # refuses them or does not answer in time, the reply (the next step) still goes out.
         try:
             await query.answer(text=reply.notice)
-        except BadRequest:
-            log.info("a button press could not be answered in time")
+        except TelegramError as error:
+            log.info("a button press could not be answered: %s", type(error).__name__)
         if isinstance(query.message, TelegramMessage) and query.message.reply_markup:
             # The choice is made: take the buttons away so they cannot be pressed again.
             try:
                 await query.message.edit_reply_markup(reply_markup=None)
-            except BadRequest as error:
-                log.info("could not remove an old keyboard: %s", error.message)
+            except TelegramError as error:
+                log.info("could not remove an old keyboard: %s", type(error).__name__)
         chat_id = query.message.chat.id if query.message else user.id
         await self.send(context.bot, chat_id, reply)
 
@@ -431,15 +433,19 @@ def build_application(
 
     async def post_init(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         await adapter.set_commands(application)
+        others = False
         try:
-            await share.beat()  # before the first scheduled send
+            others = await share.beat() > 1  # before the first scheduled send
         except Exception:
             log.exception("could not count the workers; sending at the whole bot's rate")
         background.append(asyncio.create_task(share.run_forever(), name="worker share"))
         if engine.daily is not None:
             scheduler = Scheduler(engine, send_prompt, scheduler_config(settings),
                                   pace=lambda: lane.max_rate)
-            background.append(asyncio.create_task(scheduler.run_forever(), name="scheduler"))
+            # Joining running workers: wait until they have seen this one and taken their
+            # smaller share, or together they would send over the limit for a moment.
+            delay = HEARTBEAT.total_seconds() if others else 0.0
+            background.append(asyncio.create_task(scheduler.run_forever(delay), name="scheduler"))
 
     async def post_stop(_application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         for task in background:
@@ -471,7 +477,7 @@ def build_application(
 
 
 def run_telegram(settings: Settings, webhook: bool) -> int:
-    from bot.app import build_engine
+    from bot.app import build_engine, built
 
     if webhook and not (settings.webhook_url and settings.webhook_secret):
         log.error("Webhook mode needs WEBHOOK_URL (where Telegram should post updates) and "
@@ -486,9 +492,12 @@ def run_telegram(settings: Settings, webhook: bool) -> int:
         from bot.adapters.webhook import build_webhook_app
 
         application = build_application(settings, engine, polling=False)
+        built()
         web.run_app(build_webhook_app(settings, application, engine), host="0.0.0.0",
                     port=settings.port, loop=loop, print=None, access_log=None)
     else:
         log.info("Haven is starting (long polling)")
-        build_application(settings, engine).run_polling(allowed_updates=ALLOWED_UPDATES)
+        application = build_application(settings, engine)
+        built()
+        application.run_polling(allowed_updates=ALLOWED_UPDATES)
     return 0
