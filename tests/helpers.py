@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -96,3 +98,13 @@ def make_engine(content: Content, repository: Repository,
     return Engine(content.flows, content.machines, content.renderer, repository,
                   flood=FloodGuard(burst=100_000), daily=content.daily,
                   **({"clock": clock} if clock is not None else {}))
+
+
+async def wait_for(condition: Callable[[], bool], what: str,
+                   timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    """Wait until `condition()` holds (checked every 50 ms); fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout}s for {what}")
+        await asyncio.sleep(0.05)

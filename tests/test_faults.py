@@ -11,7 +11,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from bot.storage.repository import UnitOfWork
 from tests.bot_process import BotProcess, free_port
 from tests.conftest import drop_postgres_database, fresh_postgres_database
 from tests.fake_telegram import ChatMessage, FakeTelegram, FakeUser
-from tests.helpers import Reader, migrated
+from tests.helpers import Reader, migrated, wait_for
 from tests.pg_proxy import PostgresProxy, chat_marker
 from tests.test_e2e_telegram import ANSWERS, fake, start_awareness, visible  # noqa: F401
 
@@ -42,15 +42,6 @@ SHOWS = {"past": "Next, your past", "boundaries": "Now, boundaries",
          "summary": "Here is what you noticed"}
 BUSY = "Could you send your last message again"
 CRISIS_TEXT = "I want to kill myself"
-
-
-async def wait_for(condition: Callable[[], bool], what: str,
-                   timeout: float = 30.0) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout}s for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def replies_to(user: FakeUser, count: int, timeout: float = 30.0) -> list[ChatMessage]:  # noqa: ASYNC109

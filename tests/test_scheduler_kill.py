@@ -9,9 +9,7 @@ worker died, and the repeat is bounded by one group of marks.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,41 +21,26 @@ from bot.storage.crypto import cipher_from, key_file, read_or_create_key_file
 from bot.storage.models import ScheduledJob
 from tests.bot_process import BotProcess
 from tests.fake_telegram import FakeTelegram
-from tests.helpers import Reader, migrated
+from tests.helpers import Reader, migrated, wait_for
+from tests.test_e2e_telegram import fake  # noqa: F401
 from tests.test_fanout_batch import Person, add_people
 
 pytestmark = pytest.mark.e2e
 
-TOKEN = "424242:KILL-fanout-token"
 PEOPLE = 300
 RATE = 20  # prompts a second: the fan-out takes 15 s, long enough to kill it half-way
 FIRST_CHAT = 50_000
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram(token=TOKEN) as server:
-        yield server
-    assert server.internal_errors == [], "\n".join(server.internal_errors)
-
-
-def prompts_by_chat(fake: FakeTelegram) -> dict[int, list[str]]:
+def prompts_by_chat(server: FakeTelegram) -> dict[int, list[str]]:
     sent: dict[int, list[str]] = {}
-    for params in fake.calls("sendMessage"):
+    for params in server.calls("sendMessage"):
         sent.setdefault(int(params["chat_id"]), []).append(str(params["text"]))
     return sent
 
 
-async def wait_until(condition: object, timeout: float, what: str) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def test_a_worker_killed_mid_fan_out_leaves_its_claims_to_the_next(
-    fake: FakeTelegram, database_url: str, tmp_path: Path
+    fake: FakeTelegram, database_url: str, tmp_path: Path  # noqa: F811
 ) -> None:
     cipher = cipher_from(read_or_create_key_file(key_file(tmp_path)))
     repository = await migrated(database_url, cipher)
@@ -74,8 +57,8 @@ async def test_a_worker_killed_mid_fan_out_leaves_its_claims_to_the_next(
     try:
         await worker.start()
         # Not at a batch's end (batches of 50 here), where every send is marked.
-        await wait_until(lambda: len(fake.calls("sendMessage")) >= 120, 60,
-                         "the fan-out to be well under way")
+        await wait_for(lambda: len(fake.calls("sendMessage")) >= 120,
+                       "the fan-out to be well under way", timeout=60)
         await worker.kill()
         before_kill = prompts_by_chat(fake)
         jobs = await Reader(repository).query(select(ScheduledJob))
@@ -93,10 +76,10 @@ async def test_a_worker_killed_mid_fan_out_leaves_its_claims_to_the_next(
         successor = BotProcess(fake, database_url, tmp_path, **env)
         worker = successor
         await successor.start()
-        await wait_until(lambda: len(prompts_by_chat(fake)) == PEOPLE, 90,
-                         "every person's prompt, after the lease")
-        await wait_until(lambda: len(fake.calls("sendMessage")) >= PEOPLE + unmarked_sends, 30,
-                         "the unmarked group to be sent again")
+        await wait_for(lambda: len(prompts_by_chat(fake)) == PEOPLE,
+                       "every person's prompt, after the lease", timeout=90)
+        await wait_for(lambda: len(fake.calls("sendMessage")) >= PEOPLE + unmarked_sends,
+                       "the unmarked group to be sent again")
         await asyncio.sleep(1.5)  # a scheduler round or so more: nothing else may follow
     finally:
         await worker.stop()

@@ -8,9 +8,7 @@ takes an equal share (bot/workers.py).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +22,8 @@ from bot.storage.repository import Repository
 from bot.workers import STALE, SharedLimit, WorkerShare, set_rate
 from tests.bot_process import BotProcess
 from tests.fake_telegram import FakeTelegram
-from tests.helpers import Clock, Reader, migrated
+from tests.helpers import Clock, Reader, migrated, wait_for
+from tests.test_e2e_telegram import fake  # noqa: F401
 from tests.test_fanout_batch import Person, add_people
 
 NOW = datetime(2026, 6, 2, 7, 0, tzinfo=UTC)
@@ -74,29 +73,13 @@ async def test_a_changed_rate_paces_a_live_limiter() -> None:
 
 # ---------------------------------------------------------------- two real worker processes
 
-TOKEN = "515151:TWO-workers-token"
 PEOPLE = 200
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram(token=TOKEN) as server:
-        yield server
-    assert server.internal_errors == [], "\n".join(server.internal_errors)
-
-
-async def wait_until(condition: object, timeout: float, what: str) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.e2e
 @pytest.mark.postgres
 async def test_two_workers_share_the_fan_out_and_send_each_prompt_once(
-    fake: FakeTelegram, tmp_path: Path, postgres_available: None
+    fake: FakeTelegram, tmp_path: Path, postgres_available: None  # noqa: F811
 ) -> None:
     from tests.conftest import drop_postgres_database, fresh_postgres_database
 
@@ -112,16 +95,16 @@ async def test_two_workers_share_the_fan_out_and_send_each_prompt_once(
     try:
         for worker in workers:
             await worker.start()
-        await wait_until(lambda: all("2 workers share" in w.log() for w in workers), 30,
-                         "both workers to count each other")
+        await wait_for(lambda: all("2 workers share" in w.log() for w in workers),
+                       "both workers to count each other")
         now = datetime.now(UTC)
         chats = [60_000 + n for n in range(PEOPLE)]
         for chat in chats:
             fake.user(chat)
         await add_people(repository, [Person(chat, f"{now - timedelta(minutes=2):%H:%M}", "UTC")
                                       for chat in chats], now - timedelta(hours=1))
-        await wait_until(lambda: len({int(p["chat_id"]) for p in fake.calls("sendMessage")})
-                         == PEOPLE, 60, "every person's prompt")
+        await wait_for(lambda: len({int(p["chat_id"]) for p in fake.calls("sendMessage")})
+                       == PEOPLE, "every person's prompt", timeout=60)
         await asyncio.sleep(2)  # a round or two more: nothing else may follow
     finally:
         for worker in workers:
