@@ -9,9 +9,9 @@ the next follows at once, after whatever else waits on the event loop.
 Delivery is at least once: rows are marked sent after Telegram accepted their messages, so
 a worker that dies in between leaves claims that run out (the lease) and those rows are
 sent again by another worker. The window is small: a batch's daily prompts are marked as
-they go out, a group at a time (every `mark_seconds`, or `mark_every` sends if sooner), so
-a worker killed mid-batch repeats at most its last second or so of sends, and the rows it
-had claimed but not yet sent go out once, after the lease. Losing a prompt whose send may
+they go out, a group at a time (every `mark_seconds`), so a worker killed mid-batch
+repeats at most its last second or so of sends, and the rows it had claimed but not yet
+sent go out once, after the lease. Losing a prompt whose send may
 have happened would be the other choice; a repeated prompt costs a person less than a
 missing check-back. Rows missed while nothing ran are still sent within the grace window,
 and let go after it.
@@ -50,7 +50,6 @@ class SchedulerConfig:
     lease: timedelta = timedelta(minutes=2)
     batch: int = 250
     concurrency: int = 8
-    mark_every: int = 250
     mark_seconds: float = 1.0
 
 
@@ -98,8 +97,8 @@ class Scheduler:
     async def tick(self, now: datetime | None = None) -> int:
         """One round: claim what is due, send it, mark it. Returns how many were claimed.
 
-        The daily prompts of the batch are readied together when they are claimed and marked
-        together once they are all sent (`Engine.claim_batch`, `Engine.finish_batch`); other
+        The daily prompts of the batch are readied together when they are claimed, and marked
+        a group at a time as they go out (`Engine.claim_batch`, `DeliveryMarks`); other
         rows (weekly, snooze, check-backs) go one at a time through `Engine.prepare_job`.
         """
         now = now or self.engine.clock()
@@ -161,7 +160,7 @@ class DeliveryMarks:
         self.pending.append(delivery)
         self.delivered += delivery.delivered
         waited = (delivery.at - self.last_marked).total_seconds()
-        if len(self.pending) >= self.config.mark_every or waited >= self.config.mark_seconds:
+        if waited >= self.config.mark_seconds:
             try:
                 await self.flush()
             except Exception:

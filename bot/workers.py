@@ -64,9 +64,9 @@ class WorkerShare:
         alive = max(1, alive)
         if alive != self.workers:
             log.info("%d workers share the bot's limits; this one now sends its share", alive)
-        self.workers = alive
-        for limit in self.limits:
-            set_rate(limit.limiter, limit.whole / alive)
+            self.workers = alive
+            for limit in self.limits:
+                set_rate(limit.limiter, limit.whole / alive)
         return alive
 
     async def run_forever(self) -> None:

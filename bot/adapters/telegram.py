@@ -225,26 +225,28 @@ class TelegramAdapter:
         await application.bot.set_my_commands(commands)
 
     async def on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Handles one update, timed and counted; its log lines carry its update id."""
+        """Handles one update, timed and counted (its log lines carry its update id: see
+        PerChatUpdateProcessor)."""
         kind = update_kind(update)
-        with update_logged(update.update_id), metrics.handling_update(kind):
-            await self._handle(update, context)
+        with metrics.handling_update(kind):
+            await self._handle(kind, update, context)
             log.debug("update handled", extra={"kind": kind})
 
-    async def _handle(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _handle(self, kind: str, update: Update,
+                      context: ContextTypes.DEFAULT_TYPE) -> None:
         chat = update.effective_chat
-        if chat is None or chat.type != "private":
-            return  # Haven talks one to one only
-        if update.callback_query is not None:
+        if kind == "other" or chat is None:
+            # An edit of an earlier answer (taken as first sent), or anything outside a
+            # private chat (Haven talks one to one only): nothing to do.
+            return
+        if kind == "press" and update.callback_query is not None:
             await self._on_press(update.callback_query, update.update_id, context)
-        elif update.message is not None:
+        elif kind == "message" and update.message is not None:
             reply = await self.engine.handle(incoming_from(update.message, update.update_id))
             await self.send(context.bot, chat.id, reply)
-        elif update.my_chat_member is not None:
+        elif kind == "member" and update.my_chat_member is not None:
             status = update.my_chat_member.new_chat_member.status
             await self.engine.set_blocked(chat.id, status in ("kicked", "left"))
-        elif update.edited_message is not None:
-            return  # an edit of an earlier answer: the answer was already taken as sent
 
     async def _on_press(self, query: CallbackQuery, update_id: int,
                         context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -331,8 +333,8 @@ class TelegramAdapter:
 
 
 def update_kind(update: Update) -> str:
-    """What an update is, for the metrics: message, press, member, or other (edits, and
-    anything outside a private chat, which Haven does not act on)."""
+    """What an update is, for handling and for the metrics: message, press, member, or other
+    (edits, and anything outside a private chat, which Haven does not act on)."""
     chat = update.effective_chat
     if chat is None or chat.type != "private":
         return "other"

@@ -25,7 +25,6 @@ from telegram.ext import Application
 from bot import metrics
 from bot.adapters.telegram import ALLOWED_UPDATES
 from bot.engine import Engine
-from bot.logs import update_logged
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,11 +50,9 @@ def build_webhook_app(
             return web.Response(status=400)
         if update is None:
             return web.Response(status=400)
-        # Set here rather than in the handler, so the error handler's lines carry it too.
-        with update_logged(update.update_id):
-            await application.update_processor.process_update(
-                update, application.process_update(update)
-            )
+        await application.update_processor.process_update(
+            update, application.process_update(update)
+        )
         return web.Response(status=200)
 
     async def health(_request: web.Request) -> web.Response:
