@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: console run test lint bench extract-messages
+.PHONY: console run test lint bench extract-messages crisis-anchors
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -29,3 +29,6 @@ bench: $(STAMP)
 extract-messages: $(STAMP)  ## refresh bot/locale/messages.pot from the code, templates and dialogs
 	$(BIN)/pybabel extract -F babel.cfg -k N_ --sort-output -o bot/locale/messages.pot --no-location --omit-header .
 	$(BIN)/pybabel update -i bot/locale/messages.pot -d bot/locale --no-fuzzy-matching
+
+crisis-anchors: $(STAMP)  ## refresh bot/crisis/anchors.json after editing bot/crisis/phrases.yaml
+	$(BIN)/python -m bot.crisis.anchors

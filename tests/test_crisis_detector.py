@@ -298,16 +298,6 @@ def test_ten_thousand_characters_are_fast_and_still_checked(detector: CrisisDete
         assert elapsed < 0.5, f"{elapsed:.3f}s for {len(text)} characters"
 
 
-def test_typical_message_is_well_under_a_millisecond(detector: CrisisDetector) -> None:
-    messages = [m for m, _ in ALL_POSITIVES] + ALL_NEGATIVES
-    start = time.perf_counter()
-    for message in messages:
-        detector.detect(message)
-    mean = (time.perf_counter() - start) / len(messages)
-    print(f"\nmean detect time: {mean * 1e6:.0f}us per message over {len(messages)} messages")
-    assert mean < 0.001, f"{mean * 1e6:.0f}us per message"
-
-
 def test_match_never_carries_the_input_text(detector: CrisisDetector) -> None:
     text = "I want to kill myself"
     match = detector.detect(text)

@@ -6,6 +6,9 @@ is and is not caught); this module only normalises text and compiles/runs those 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import re
 import string
 import unicodedata
@@ -16,9 +19,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import ahocorasick
 import yaml
 
 DEFAULT_PHRASES = Path(__file__).resolve().parent / "phrases.yaml"
+# Written by `python -m bot.crisis.anchors` from the phrases (see bot/crisis/anchors.py).
+DEFAULT_ANCHORS = Path(__file__).resolve().parent / "anchors.json"
+# Bumped when the way anchors are worked out changes, so that older files are not trusted.
+ANCHOR_FORMAT = 1
+
+log = logging.getLogger(__name__)
 
 
 class Category(StrEnum):
@@ -198,14 +208,12 @@ class RuleSet:
         return re.compile(rf"(?<!\w)(?:{body})(?!\w)")
 
 
-def _category_sources(
-    data: Mapping[str, Any], rules: RuleSet
-) -> dict[Category, list[tuple[str, str]]]:
-    """Expanded (id, regex) pairs per category, including `derive`d rules."""
-    sources: dict[Category, list[tuple[str, str]]] = {c: [] for c in Category}
+def rule_sources(data: Mapping[str, Any], rules: RuleSet) -> list[tuple[Category, str, str]]:
+    """(category, rule id, expanded regex) for every rule in order, `derive`d rules last."""
+    sources: list[tuple[Category, str, str]] = []
     for name, entries in data["rules"].items():
         for entry in entries:
-            sources[Category(name)].append((entry["id"], rules.expand(entry["pattern"])))
+            sources.append((Category(name), entry["id"], rules.expand(entry["pattern"])))
     for derivation in data.get("derive", []):
         replace = derivation["replace"]
         for entry in data["rules"][derivation["from"]]:
@@ -217,7 +225,7 @@ def _category_sources(
             if branches:
                 rule_id = entry["id"] + derivation["suffix"]
                 source = rules.expand("|".join(branches), replace)
-                sources[Category(derivation["to"])].append((rule_id, source))
+                sources.append((Category(derivation["to"]), rule_id, source))
     return sources
 
 
@@ -267,13 +275,89 @@ def _score(
     return "+".join(ids[i] for i in top)
 
 
+# --- running the rules --------------------------------------------------------------------
+
+
+class GatedRules:
+    """Every rule compiled alone, and run only if the text holds one of its anchors.
+
+    `first_matches` gives what one alternation of a category's rules would find: the rule
+    matching furthest left, the first in order at that place. A rule whose anchors are not
+    in the text cannot match (see bot/crisis/anchors.py), so it is not run. Rules without
+    anchors, and every rule when there are none, are always run.
+    """
+
+    def __init__(self, sources: list[tuple[Category, str, str]],
+                 anchors: Mapping[str, list[str] | None] | None) -> None:
+        self._rules: list[tuple[Category, str, re.Pattern[str]]] = []
+        for category, rule_id, source in sources:
+            pattern = re.compile(rf"(?<!\w)(?:{source})(?!\w)")
+            if pattern.groups:
+                raise ValueError(f"a rule with a capturing group (use (?:...)): {rule_id}")
+            self._rules.append((category, rule_id, pattern))
+        self._always: frozenset[int] = frozenset(
+            index for index, (_, rule_id, _) in enumerate(self._rules)
+            if anchors is None or anchors.get(rule_id) is None)
+        by_anchor: dict[str, list[int]] = {}
+        for index, (_, rule_id, _) in enumerate(self._rules):
+            for anchor in (anchors or {}).get(rule_id) or ():
+                by_anchor.setdefault(anchor, []).append(index)
+        self._automaton: Any = None
+        if by_anchor:
+            self._automaton = ahocorasick.Automaton()
+            for anchor, indexes in by_anchor.items():
+                self._automaton.add_word(anchor, tuple(indexes))
+            self._automaton.make_automaton()
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def to_run(self, text: str) -> list[int]:
+        """The rules (by position) whose anchors are in `text`, and those that have none."""
+        candidates = set(self._always)
+        if self._automaton is not None:
+            for _, indexes in self._automaton.iter(text):
+                candidates.update(indexes)
+        return sorted(candidates)
+
+    def first_matches(self, text: str) -> dict[Category, str]:
+        """Per category with a match: the id of the rule an alternation would pick."""
+        found: dict[Category, str] = {}
+        start: dict[Category, int] = {}
+        for index in self.to_run(text):
+            category, rule_id, pattern = self._rules[index]
+            match = pattern.search(text)
+            if match is not None and match.start() < start.get(category, len(text) + 1):
+                start[category] = match.start()
+                found[category] = rule_id
+        return found
+
+
+def load_anchors(path: Path, phrases_path: Path) -> dict[str, list[str] | None] | None:
+    """The anchors in `path` if they were worked out from these very phrases, else None."""
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    digest = hashlib.sha256(phrases_path.read_bytes()).hexdigest()
+    if data.get("format") != ANCHOR_FORMAT or data.get("phrases_sha256") != digest:
+        log.warning("%s is out of date: every crisis rule runs on every message until it is "
+                    "written again (python -m bot.crisis.anchors)", path.name)
+        return None
+    rules: dict[str, list[str] | None] = data["rules"]
+    return rules
+
+
 # --- the detector ------------------------------------------------------------------------
 
 
 class CrisisDetector:
     """Finds crisis language; `detect` returns the most urgent category, or None."""
 
-    def __init__(self, phrases_path: Path = DEFAULT_PHRASES) -> None:
+    def __init__(self, phrases_path: Path = DEFAULT_PHRASES,
+                 anchors_path: Path | None = None) -> None:
+        """`anchors_path`: by default `anchors.json` beside the phrases."""
+        if anchors_path is None:
+            anchors_path = phrases_path.with_name(DEFAULT_ANCHORS.name)
         data: dict[str, Any] = yaml.safe_load(phrases_path.read_text(encoding="utf-8"))
         rules = RuleSet(data)
         self._normalise = Normaliser(data["normalise"])
@@ -283,10 +367,8 @@ class CrisisDetector:
         self._escalations = [
             (Category(e["from"]), Category(e["to"]), e["when"]) for e in data["escalate"]
         ]
-        self._rules = {
-            category: rules.compile_rules(sources)
-            for category, sources in _category_sources(data, rules).items()
-        }
+        self.rules = GatedRules(rule_sources(data, rules),
+                                 load_anchors(anchors_path, phrases_path))
         self._signals = [
             (Category(name), int(spec["threshold"]), *_compile_signals(spec["cues"], rules))
             for name, spec in (data.get("signals") or {}).items()
@@ -302,7 +384,8 @@ class CrisisDetector:
             return None
         canonical = self._reassurance.sub(".", self._normalise(text))
         canonical = self._idioms.sub(".", canonical)
-        found = {category: self._search(category, canonical) for category in Category}
+        found: dict[Category, str | None] = dict.fromkeys(Category)
+        found.update(self.rules.first_matches(canonical))
         for category, threshold, pattern, ids, weights in self._signals:
             if not found[category]:
                 found[category] = _score(canonical, threshold, pattern, ids, weights)
@@ -315,14 +398,6 @@ class CrisisDetector:
             if rule:
                 return CrisisMatch(category, rule)
         return None
-
-    def _search(self, category: Category, canonical: str) -> str | None:
-        """The id of the first rule of `category` matching `canonical`."""
-        pattern, ids = self._rules[category]
-        match = pattern.search(canonical)
-        if match is None or match.lastgroup is None:
-            return None
-        return ids[int(match.lastgroup[1:])]
 
 
 @lru_cache(maxsize=1)
