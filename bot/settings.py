@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     # How many connections Telegram may open at once to deliver updates (1-100).
     webhook_max_connections: int = Field(default=40, ge=1, le=100)
+    # Set: /metrics answers only requests with "Authorization: Bearer <this token>".
+    haven_metrics_token: str | None = Field(default=None, repr=False, min_length=16)
     haven_dialogs_dir: Path = PROJECT_ROOT / "dialogs"
     haven_prompts_dir: Path = PROJECT_ROOT / "prompts"
     haven_default_locale: str = "en"

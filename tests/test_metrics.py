@@ -96,6 +96,36 @@ def messages_out(server: FakeTelegram) -> int:
                for method in ("sendMessage", "sendPhoto", "sendDocument"))
 
 
+async def test_metrics_ask_for_the_token_when_one_is_set(
+    fake: FakeTelegram, tmp_path: Path  # noqa: F811 - the fixture imported above
+) -> None:
+    port = free_port()
+    token = "scrape-token-0123456789"
+    process = BotProcess(fake, f"sqlite:///{tmp_path / 'haven.sqlite3'}", tmp_path,
+                         WEBHOOK_URL=f"http://127.0.0.1:{port}/telegram-updates",
+                         WEBHOOK_SECRET="metrics-secret_2", PORT=str(port),
+                         HAVEN_METRICS_TOKEN=token)
+    await process.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            statuses = []
+            for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"},
+                            {"Authorization": token}):
+                async with session.get(f"{base}/metrics", headers=headers) as response:
+                    statuses.append(response.status)
+                    assert "haven_" not in await response.text()
+            async with session.get(f"{base}/metrics",
+                                   headers={"Authorization": f"Bearer {token}"}) as response:
+                assert response.status == 200
+                assert "haven_updates_handled_total" in await response.text()
+            async with session.get(f"{base}/healthz") as response:
+                assert response.status == 200  # the load balancer needs no token
+    finally:
+        await process.stop()
+    assert statuses == [401, 401, 401]
+
+
 async def test_metrics_count_a_persons_turns_in_webhook_mode(
     fake: FakeTelegram, tmp_path: Path  # noqa: F811 - the fixture imported above
 ) -> None:

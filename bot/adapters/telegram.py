@@ -74,7 +74,7 @@ async def with_retries(call: Callable[[], Awaitable[T]], method: str | None = No
         log.info("a Bot API call failed (%s); trying again", type(error).__name__)
     retrying = AsyncRetrying(
         retry=retry_if_exception(_is_transient), stop=stop_after_attempt(3),
-        wait=wait_exponential_jitter(initial=0.5, max=8), reraise=True,
+        wait=wait_exponential_jitter(multiplier=0.5, max=8), reraise=True,
     )
     try:
         async for attempt in retrying:

@@ -7,7 +7,8 @@ the process dies mid-turn Telegram delivers it again, and the engine's record of
 handled update ids makes that second delivery a no-op.
 
 The same port serves `/healthz` (200 only while the database answers) and `/metrics`
-(Haven's Prometheus metrics, see bot.metrics: counts and timings, nothing about anyone).
+(Haven's Prometheus metrics, see bot.metrics: counts and timings, nothing about anyone;
+with `HAVEN_METRICS_TOKEN` set, only for requests bearing that token).
 """
 
 from __future__ import annotations
@@ -60,7 +61,13 @@ def build_webhook_app(
         return web.json_response({"database": "ok" if ready else "unavailable"},
                                  status=200 if ready else 503)
 
-    async def metrics_page(_request: web.Request) -> web.Response:
+    metrics_auth = (f"Bearer {settings.haven_metrics_token}".encode()
+                    if settings.haven_metrics_token else None)
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        if metrics_auth is not None and not hmac.compare_digest(
+                request.headers.get("Authorization", "").encode(), metrics_auth):
+            return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
         return web.Response(body=metrics.exposition(),
                             headers={"Content-Type": metrics.CONTENT_TYPE})
 
