@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 CHECK_BACK_GRACE = timedelta(days=7)
 
 
+# Turns of unknown fate remembered at once (see Engine._keep_unconfirmed): at a few KB each,
+# tens of MB at most.
+MAX_UNCONFIRMED = 10_000
+
+
 @dataclass(frozen=True)
 class Unconfirmed:
     """A turn that ran to its end but whose commit got no answer (the database went away
@@ -182,9 +187,18 @@ class Engine:
                 # Never log the input itself: it may be someone's most private words.
                 log.exception("turn failed", extra={"chat_kind": incoming.kind.value})
                 if ran and incoming.update_id is not None:
-                    self._unconfirmed[incoming.chat_id] = Unconfirmed(
-                        incoming.update_id, incoming.kind, incoming.text, ran[-1].reply)
+                    self._keep_unconfirmed(incoming.chat_id, Unconfirmed(
+                        incoming.update_id, incoming.kind, incoming.text, ran[-1].reply))
                 return self._reply_without_storage(incoming, crisis)
+
+    def _keep_unconfirmed(self, chat_id: int, turn: Unconfirmed) -> None:
+        """Note a turn of unknown fate, the newest per chat, and at most MAX_UNCONFIRMED in
+        all: in a long outage the oldest are forgotten (their resent answers are then taken
+        as new ones), so that memory stays bounded."""
+        self._unconfirmed.pop(chat_id, None)
+        self._unconfirmed[chat_id] = turn
+        while len(self._unconfirmed) > MAX_UNCONFIRMED:
+            del self._unconfirmed[next(iter(self._unconfirmed))]
 
     async def _resent(self, earlier: Unconfirmed, incoming: Incoming) -> Reply | None:
         """The reply of `earlier` if it was stored after all and `incoming` is the same message
@@ -202,7 +216,7 @@ class Engine:
         try:
             stored = await self.repository.run(was_stored)
         except Exception:
-            self._unconfirmed[incoming.chat_id] = earlier  # still unknown: ask again later
+            self._keep_unconfirmed(incoming.chat_id, earlier)  # still unknown: ask again later
             raise
         return earlier.reply if stored else None
 

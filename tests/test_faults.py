@@ -14,20 +14,25 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
+from bot import engine as engine_module
+from bot.app import Content
+from bot.messages import text as incoming_text
 from bot.storage.crypto import cipher_from, key_file, read_or_create_key_file
 from bot.storage.models import FlowRun, ScheduledJob
-from bot.storage.repository import UnitOfWork
+from bot.storage.repository import Repository, UnitOfWork
 from tests.bot_process import BotProcess, free_port
 from tests.conftest import drop_postgres_database, fresh_postgres_database
 from tests.fake_telegram import ChatMessage, FakeTelegram, FakeUser
-from tests.helpers import Reader, migrated, wait_for
+from tests.helpers import Reader, make_engine, migrated, texts, wait_for
 from tests.pg_proxy import PostgresProxy, chat_marker
 from tests.test_e2e_telegram import ANSWERS, fake, start_awareness, visible  # noqa: F401
 
@@ -274,6 +279,31 @@ async def test_postgres_backends_terminated_mid_turn(
         await bot.stop()
         await admin.close()
         await drop_postgres_database(name)
+
+
+async def test_turns_of_unknown_fate_are_remembered_within_a_bound(
+    content: Content, repository: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every commit goes unanswered (a long outage): the engine remembers one such turn per
+    chat, the newest, and no more than MAX_UNCONFIRMED in all, so memory stays bounded."""
+    monkeypatch.setattr(engine_module, "MAX_UNCONFIRMED", 5)
+    engine = make_engine(content, repository)
+    commit = repository.run
+
+    async def commit_unanswered(work: Any, chat_id: int | None = None) -> Any:
+        await commit(work, chat_id)
+        raise OperationalError("COMMIT", {}, ConnectionError("the answer never came"))
+
+    monkeypatch.setattr(repository, "run", commit_unanswered)
+    for chat_id in range(1, 9):
+        reply = await engine.handle(incoming_text(chat_id, "/start", update_id=100 + chat_id))
+        assert "send your last message again" in texts(reply), "the kind please-resend"
+    assert list(engine._unconfirmed) == [4, 5, 6, 7, 8]
+    # A chat's newest turn replaces its last one, and counts as the newest.
+    await engine.handle(incoming_text(5, "/menu", update_id=200))
+    await engine.handle(incoming_text(9, "/start", update_id=201))
+    assert list(engine._unconfirmed) == [6, 7, 8, 5, 9]
+    assert engine._unconfirmed[5].update_id == 200
 
 
 # ---- Telegram refusing sends for a while -------------------------------------------------
