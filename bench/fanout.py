@@ -50,6 +50,7 @@ from turns import ANSWERS, FirstFew, Updates
 
 from bot.adapters.telegram import build_application
 from bot.app import Content, built, load_content, open_settings_repository
+from bot.drawing import ProcessDrawer
 from bot.engine import Engine, EngineConfig
 from bot.flood import FloodGuard
 from bot.flows.spec import FOCUS_VALUES
@@ -407,7 +408,8 @@ async def run_once(content: Content, population: Population, db: Path, data_dir:
                     EngineConfig(max_answer_chars=settings.haven_max_answer_chars),
                     flood=FloodGuard(settings.haven_flood_burst,
                                      settings.haven_flood_period_seconds),
-                    daily=content.daily, clock=clock)
+                    daily=content.daily, clock=clock,
+                    drawer=ProcessDrawer())  # as bot.app.build_engine draws pictures
 
     # Time the scheduler's own calls on this engine (the code itself is untouched).
     plan = result.plan

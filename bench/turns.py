@@ -48,7 +48,8 @@ from telegram.ext import (
 )
 
 from bot.adapters.telegram import PerChatUpdateProcessor, build_application
-from bot.app import load_content, open_settings_repository
+from bot.app import built, load_content, open_settings_repository
+from bot.drawing import ProcessDrawer
 from bot.engine import Engine, EngineConfig
 from bot.flood import FloodGuard
 from bot.settings import load_settings
@@ -330,7 +331,8 @@ def haven_application(api: OfflineBotAPI, repository: Any, crisis_check: bool = 
     engine = Engine(content.flows, content.machines, content.renderer, repository,
                     EngineConfig(max_answer_chars=settings.haven_max_answer_chars),
                     flood=FloodGuard(burst=10**9),
-                    detector=None if crisis_check else NoCrisisCheck())
+                    detector=None if crisis_check else NoCrisisCheck(),
+                    drawer=ProcessDrawer())  # as bot.app.build_engine draws pictures
     return build_application(settings, engine, rate_limited=False, request=api)
 
 
@@ -381,6 +383,9 @@ async def measure(key: str, label: str, build: Callable[[OfflineBotAPI], App],
     probe = Probe()
     api = OfflineBotAPI(on_send=probe.sent)
     app = build(api)
+    # As `python -m bot` does once built: start-up's objects (here those of every
+    # configuration built so far, too) are frozen out of garbage collection.
+    built()
     app.add_handler(TypeHandler(Update, probe.marker), group=MARKER_GROUP)
     # What run_polling does, minus the polling: the Updater would only feed update_queue.
     await app.initialize()

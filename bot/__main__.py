@@ -100,7 +100,7 @@ async def _console(settings: Settings) -> int:
                           export_dir=settings.haven_data_dir / "exports",
                           config=scheduler_config(settings))
     finally:
-        await engine.repository.close()
+        await engine.close()
     return 0
 
 

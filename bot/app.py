@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bot.actions import ACTIONS
 from bot.daily import PromptLibrary
+from bot.drawing import ProcessDrawer
 from bot.engine import Engine, EngineConfig
 from bot.flood import FloodGuard
 from bot.flows.loader import FlowError, load_flows
@@ -67,7 +68,7 @@ async def build_engine(settings: Settings) -> Engine:
                   EngineConfig(max_answer_chars=settings.haven_max_answer_chars),
                   flood=FloodGuard(settings.haven_flood_burst,
                                    settings.haven_flood_period_seconds),
-                  daily=content.daily)
+                  daily=content.daily, drawer=ProcessDrawer())
 
 
 def built() -> None:

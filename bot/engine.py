@@ -21,6 +21,7 @@ from bot.checkbacks import CHECKBACK
 from bot.crisis.detector import CrisisDetector, CrisisMatch, default_detector
 from bot.crisis_lines import lines_for
 from bot.daily import PromptLibrary
+from bot.drawing import Drawer, ThreadDrawer
 from bot.flood import Admission, FloodGuard
 from bot.flows.machine import FlowMachine
 from bot.flows.spec import Flow
@@ -84,8 +85,11 @@ class Engine:
         flood: FloodGuard | None = None,
         daily: PromptLibrary | None = None,
         clock: Callable[[], datetime] = utcnow,
+        drawer: Drawer | None = None,
     ) -> None:
+        """`drawer`: where pictures are drawn (bot.drawing); by default in a thread."""
         self.flows = flows
+        self.drawer = drawer or ThreadDrawer()
         self.daily = daily
         self.clock = clock
         self.detector = detector or default_detector()
@@ -97,6 +101,11 @@ class Engine:
         self.commands = {flow.command: flow.name for flow in flows.values() if flow.command}
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._unconfirmed: dict[int, Unconfirmed] = {}
+
+    async def close(self) -> None:
+        """Stop drawing and close the database."""
+        self.drawer.close()
+        await self.repository.close()
 
     def command_menu(self) -> list[tuple[str, str]]:
         """(command, description) pairs for the client's command menu."""
@@ -174,8 +183,7 @@ class Engine:
                     await self.repository.flush_messages()
                 turn = await self.repository.run(take_turn, incoming.chat_id)
                 for image in reversed(turn.images):
-                    # Drawn off the event loop: a chart takes about a tenth of a second.
-                    png = await asyncio.to_thread(image.draw)
+                    png = await self.drawer.draw(image)
                     turn.reply.messages.insert(image.before, Message("", documents=(
                         Document(image.file_name, png, "image/png"),)))
                 if turn.erased:

@@ -455,7 +455,7 @@ def build_application(
         await share.leave()
 
     async def post_shutdown(_application: Application[Any, Any, Any, Any, Any, Any]) -> None:
-        await engine.repository.close()
+        await engine.close()
 
     bot = HavenBot(
         settings.telegram_bot_token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot",

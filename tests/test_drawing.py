@@ -1,0 +1,103 @@
+"""Pictures drawn in a child process: off the event loop's interpreter lock, recovered when the
+child dies, and gone with the bot when it is killed."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from bot.charts import CalendarRequest, draw_calendar
+from bot.drawing import ProcessDrawer, ThreadDrawer
+from bot.messages import PendingImage
+from tests.bot_process import BotProcess
+from tests.fake_telegram import FakeTelegram
+from tests.helpers import wait_for
+from tests.test_e2e_telegram import bot, fake, onboard  # noqa: F401 - fixtures used below
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def drawn_where() -> bytes:
+    return str(os.getpid()).encode()
+
+
+def die_in_a_child() -> bytes:
+    """Ends the process drawing it, unless that is this test's own process."""
+    if multiprocessing.parent_process() is not None:
+        os._exit(1)
+    return b"drawn here"
+
+
+def image(draw: object) -> PendingImage:
+    return PendingImage("picture.png", draw, 0)  # type: ignore[arg-type]
+
+
+async def test_a_picture_is_drawn_in_another_process_and_comes_back_whole() -> None:
+    drawer = ProcessDrawer()
+    try:
+        calendar = CalendarRequest(2026, 6, frozenset({2, 3, 10}), 14, "June 2026", WEEKDAYS)
+        png = await drawer.draw(image(partial(draw_calendar, calendar)))
+        assert png.startswith(b"\x89PNG") and png == draw_calendar(calendar)
+        first = await drawer.draw(image(drawn_where))
+        assert int(first) != os.getpid()
+        assert await drawer.draw(image(drawn_where)) == first, "one child, started once"
+    finally:
+        drawer.close()
+
+
+async def test_a_child_that_dies_is_replaced_and_nothing_is_lost(
+        caplog: pytest.LogCaptureFixture) -> None:
+    drawer = ProcessDrawer()
+    try:
+        before = int(await drawer.draw(image(drawn_where)))
+        with caplog.at_level(logging.WARNING, logger="bot.drawing"):
+            # Every child asked to draw this dies: after a second try it is drawn here.
+            assert await drawer.draw(image(die_in_a_child)) == b"drawn here"
+        assert caplog.text.count("the drawing process stopped") == 2
+        assert "drawing in a thread" in caplog.text
+        after = int(await drawer.draw(image(drawn_where)))
+        assert after not in (before, os.getpid()), "a new child draws the next picture"
+    finally:
+        drawer.close()
+
+
+async def test_the_thread_drawer_draws_here() -> None:
+    assert int(await ThreadDrawer().draw(image(drawn_where))) == os.getpid()
+
+
+def children_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(child) for child in (task / "children").read_text().split()}
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
+async def test_the_bots_drawing_process_ends_when_the_bot_is_killed(
+    fake: FakeTelegram, bot: BotProcess  # noqa: F811 - the fixtures imported above
+) -> None:
+    assert bot.process is not None
+    assert children_of(bot.process.pid) == set(), "no drawing process before a picture"
+    user = fake.user(user_id=5060)
+    await onboard(user)
+    await user.send("/progress")
+    replies = await user.replies()
+    assert any(m.kind == "photo" and m.bytes and m.bytes.startswith(b"\x89PNG")
+               for m in replies)
+    children = children_of(bot.process.pid)
+    assert children, "the picture was drawn in a child process"
+    await bot.kill()
+    await wait_for(lambda: not any(alive(child) for child in children),
+                   "the drawing process to end with the bot", timeout=20)
