@@ -18,7 +18,6 @@ import math
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # matplotlib itself is imported only when a picture is drawn: it is slow
@@ -298,9 +297,8 @@ class CalendarRequest:
     weekday_names: tuple[str, ...]
 
 
-@lru_cache(maxsize=512)
 def draw_calendar(request: CalendarRequest) -> bytes:
-    """The calendar as PNG; the same calendar asked for twice is drawn once."""
+    """The calendar as PNG (bot.drawing draws the same one asked for twice only once)."""
     return practice_calendar(request.year, request.month, set(request.practised_days),
                              request.today, request.title, list(request.weekday_names)).png
 
@@ -403,9 +401,8 @@ class ProfileRequest:
     threats: tuple[tuple[str, str], ...]
 
 
-@lru_cache(maxsize=256)
 def draw_profile(request: ProfileRequest) -> bytes:
-    """The profile as PNG; the same profile asked for twice is drawn once."""
+    """The profile as PNG."""
     return profile_chart(list(request.elements), list(request.threats), request.title).png
 
 
@@ -424,9 +421,8 @@ class TrendRequest:
         return trend_text(*self.as_lists())
 
 
-@lru_cache(maxsize=256)
 def draw_trend(request: TrendRequest) -> bytes:
-    """The trend as PNG (at least two points); the same request twice is drawn once."""
+    """The trend as PNG (at least two points)."""
     points, labels = request.as_lists()
     chart = trend_chart(points, labels, request.title)
     if chart is None:

@@ -15,34 +15,83 @@ import multiprocessing
 import os
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Hashable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Protocol
+from functools import partial
 
 from bot.messages import PendingImage
 
 log = logging.getLogger(__name__)
 # How often the drawing process checks that the bot is still there.
 PARENT_CHECK_SECONDS = 0.5
+# Pictures kept after drawing (about 40 KB each).
+KEPT_PICTURES = 256
 
 
-class Drawer(Protocol):
-    async def draw(self, image: PendingImage) -> bytes: ...
+class Pictures:
+    """The pictures drawn lately, by what was asked for: the same picture asked for twice
+    (a person's calendar seen again, or everyone's who practised on the same days) is drawn
+    once. Only a picture asked for as `partial(function, hashable arguments...)` is kept."""
 
-    def close(self) -> None: ...
+    def __init__(self, size: int = KEPT_PICTURES) -> None:
+        self._size = size
+        self._kept: OrderedDict[Hashable, bytes] = OrderedDict()
+
+    @staticmethod
+    def key(image: PendingImage) -> Hashable | None:
+        draw = image.draw
+        if not isinstance(draw, partial) or draw.keywords:
+            return None
+        try:
+            hash(draw.args)
+        except TypeError:
+            return None
+        return (draw.func, draw.args)
+
+    def get(self, key: Hashable | None) -> bytes | None:
+        found = self._kept.get(key) if key is not None else None
+        if found is not None:
+            self._kept.move_to_end(key)
+        return found
+
+    def keep(self, key: Hashable | None, png: bytes) -> None:
+        if key is not None:
+            self._kept[key] = png
+            while len(self._kept) > self._size:
+                self._kept.popitem(last=False)
 
 
-class ThreadDrawer:
-    """Draws in a thread of this process."""
+class Drawer:
+    """Draws a turn's pictures; one asked for again comes from `Pictures`, not drawn twice."""
+
+    def __init__(self) -> None:
+        self._pictures = Pictures()
 
     async def draw(self, image: PendingImage) -> bytes:
-        return await asyncio.to_thread(image.draw)
+        key = self._pictures.key(image)
+        png = self._pictures.get(key)
+        if png is None:
+            png = await self._draw(image)
+            self._pictures.keep(key, png)
+        return png
+
+    async def _draw(self, image: PendingImage) -> bytes:
+        raise NotImplementedError
 
     def close(self) -> None:
         return None
 
 
-class ProcessDrawer:
+class ThreadDrawer(Drawer):
+    """Draws in a thread of this process."""
+
+    async def _draw(self, image: PendingImage) -> bytes:
+        return await asyncio.to_thread(image.draw)
+
+
+class ProcessDrawer(Drawer):
     """Draws in one child process, started when first needed.
 
     The child is spawned (not forked: the bot has threads running), so it imports only what
@@ -51,9 +100,10 @@ class ProcessDrawer:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._pool: ProcessPoolExecutor | None = None
 
-    async def draw(self, image: PendingImage) -> bytes:
+    async def _draw(self, image: PendingImage) -> bytes:
         loop = asyncio.get_running_loop()
         for _ in range(2):
             try:

@@ -107,11 +107,18 @@ def test_out_of_date_anchors_are_not_used(tmp_path: Path,
     shutil.copy(DEFAULT_PHRASES, phrases)
     shutil.copy(DEFAULT_ANCHORS, tmp_path / "anchors.json")
     assert len(CrisisDetector(phrases).rules.to_run("hello")) == 0  # up to date: used
-    phrases.write_text(phrases.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    original = phrases.read_text(encoding="utf-8")
+    phrases.write_text(original + "\n# a comment changes no rule\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        assert len(CrisisDetector(phrases).rules.to_run("hello")) == 0
+    assert "out of date" not in caplog.text
+    assert "sewer ?slide" in original
+    phrases.write_text(original.replace("sewer ?slide", "sewer ?slide|hello"), encoding="utf-8")
     with caplog.at_level(logging.WARNING):
         detector = CrisisDetector(phrases)
     assert "anchors.json is out of date" in caplog.text
     assert len(detector.rules.to_run("hello")) == len(detector.rules)
+    assert _key(detector.detect("hello")) == ("self_harm", "sh.suicide"), "the edited rule"
     assert _key(detector.detect("I want to kill myself")) == ("self_harm", "sh.kill_self")
 
 

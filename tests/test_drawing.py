@@ -70,6 +70,30 @@ async def test_the_thread_drawer_draws_here() -> None:
     assert int(await ThreadDrawer().draw(image(drawn_where))) == os.getpid()
 
 
+DRAWN: list[str] = []
+
+
+def counted(name: str) -> bytes:
+    DRAWN.append(name)
+    return name.encode()
+
+
+async def test_the_same_picture_asked_for_again_is_not_drawn_again() -> None:
+    thread = ThreadDrawer()
+    for name in ("a", "b", "a", "a", "b"):
+        assert await thread.draw(image(partial(counted, name))) == name.encode()
+    assert DRAWN == ["a", "b"]
+    process = ProcessDrawer()
+    try:
+        calendar = CalendarRequest(2026, 7, frozenset({1}), 2, "July 2026", WEEKDAYS)
+        first = await process.draw(image(partial(draw_calendar, calendar)))
+        assert await process.draw(image(partial(draw_calendar, calendar))) is first
+        other = CalendarRequest(2026, 7, frozenset({1, 2}), 2, "July 2026", WEEKDAYS)
+        assert await process.draw(image(partial(draw_calendar, other))) != first
+    finally:
+        process.close()
+
+
 def children_of(pid: int) -> set[int]:
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():

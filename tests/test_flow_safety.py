@@ -154,8 +154,8 @@ def test_the_profile_picture_and_its_text() -> None:
         profile_chart([("Reliability", 6.0)], [], "t")
     with pytest.raises(ValueError):
         profile_chart([], [("Criticism", "always")], "t")
-    request = ProfileRequest("t", tuple(elements), tuple(threats))
-    assert draw_profile(request) is draw_profile(request), "drawn once, then cached"
+    request = ProfileRequest("Safety check, Jun 3, 2026", tuple(elements), tuple(threats))
+    assert draw_profile(request) == chart.png  # what a turn asks the drawer for
 
 
 # --- through the console -------------------------------------------------------------------

@@ -7,8 +7,9 @@ every string a rule can match contains at least one of its anchors, so skipping 
 anchors are absent never changes the result.
 
 The sets are worked out here from the regex syntax tree (`re._parser`, the standard
-library's own parser) and written to `anchors.json`, with a digest of `phrases.yaml`: the
-detector uses them only while that digest matches, and runs every rule otherwise. Run
+library's own parser) and written to `anchors.json`, with a digest of the rules as they are
+compiled (phrases.yaml with its macros expanded): the detector uses them only while that
+digest matches, and runs every rule otherwise. Run
 `python -m bot.crisis.anchors` (or `make crisis-anchors`) after editing the phrases.
 
 Which required set a rule gets (there may be several: each word of a sequence is one)
@@ -17,7 +18,6 @@ changes only speed: the rarest in sample texts of ordinary relationship talk is 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -35,6 +35,7 @@ from bot.crisis.detector import (
     Normaliser,
     RuleSet,
     rule_sources,
+    sources_digest,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,12 +139,12 @@ def build(phrases_path: Path = DEFAULT_PHRASES) -> dict[str, Any]:
     """The anchors file's content for `phrases_path`."""
     data = yaml.safe_load(phrases_path.read_text(encoding="utf-8"))
     finder = AnchorFinder(sample_texts(Normaliser(data["normalise"])))
+    sources = rule_sources(data, RuleSet(data))
     rules: dict[str, list[str] | None] = {}
-    for _, rule_id, source in rule_sources(data, RuleSet(data)):
+    for _, rule_id, source in sources:
         found = finder.required(source)
         rules[rule_id] = sorted(found) if found is not None else None
-    digest = hashlib.sha256(phrases_path.read_bytes()).hexdigest()
-    return {"format": ANCHOR_FORMAT, "phrases_sha256": digest, "rules": rules}
+    return {"format": ANCHOR_FORMAT, "rules_sha256": sources_digest(sources), "rules": rules}
 
 
 def write(path: Path = DEFAULT_ANCHORS, phrases_path: Path = DEFAULT_PHRASES) -> None:

@@ -333,13 +333,20 @@ class GatedRules:
         return found
 
 
-def load_anchors(path: Path, phrases_path: Path) -> dict[str, list[str] | None] | None:
-    """The anchors in `path` if they were worked out from these very phrases, else None."""
+def sources_digest(sources: list[tuple[Category, str, str]]) -> str:
+    """A digest of the rules as compiled: anchors are trusted only for these very rules."""
+    text = "\n".join(f"{category.value}\t{rule_id}\t{source}"
+                     for category, rule_id, source in sources)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_anchors(path: Path,
+                 sources: list[tuple[Category, str, str]]) -> dict[str, list[str] | None] | None:
+    """The anchors in `path` if they were worked out from these very rules, else None."""
     if not path.exists():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    digest = hashlib.sha256(phrases_path.read_bytes()).hexdigest()
-    if data.get("format") != ANCHOR_FORMAT or data.get("phrases_sha256") != digest:
+    if data.get("format") != ANCHOR_FORMAT or data.get("rules_sha256") != sources_digest(sources):
         log.warning("%s is out of date: every crisis rule runs on every message until it is "
                     "written again (python -m bot.crisis.anchors)", path.name)
         return None
@@ -367,8 +374,8 @@ class CrisisDetector:
         self._escalations = [
             (Category(e["from"]), Category(e["to"]), e["when"]) for e in data["escalate"]
         ]
-        self.rules = GatedRules(rule_sources(data, rules),
-                                 load_anchors(anchors_path, phrases_path))
+        sources = rule_sources(data, rules)
+        self.rules = GatedRules(sources, load_anchors(anchors_path, sources))
         self._signals = [
             (Category(name), int(spec["threshold"]), *_compile_signals(spec["cues"], rules))
             for name, spec in (data.get("signals") or {}).items()
