@@ -13,12 +13,11 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from bot.crisis.anchors import AnchorFinder, build
+from bot.crisis.anchors import AnchorFinder, build, texts_in
 from bot.crisis.detector import (
     DEFAULT_ANCHORS,
     DEFAULT_PHRASES,
@@ -30,19 +29,9 @@ from bot.crisis.detector import (
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def _texts(node: Any) -> list[str]:
-    if isinstance(node, str):
-        return [node]
-    if isinstance(node, dict):
-        node = list(node.values())
-    if isinstance(node, list):
-        return [text for item in node for text in _texts(item)]
-    return []
-
-
 # Every message of the crisis corpora and blind sets, and the coaching-style sentences.
 MESSAGES = [text for path in sorted(DATA.glob("*.yaml"))
-            for text in _texts(yaml.safe_load(path.read_text(encoding="utf-8")))]
+            for text in texts_in(yaml.safe_load(path.read_text(encoding="utf-8")))]
 
 
 def _key(match: CrisisMatch | None) -> tuple[str, str] | None:
@@ -96,7 +85,7 @@ def test_anchors_change_no_result_on_shuffled_words(every_rule: CrisisDetector) 
 
 def test_ordinary_messages_run_few_rules() -> None:
     detector = default_detector()
-    ordinary = _texts(yaml.safe_load((DATA / "draft_sentences.yaml").read_text("utf-8")))
+    ordinary = texts_in(yaml.safe_load((DATA / "draft_sentences.yaml").read_text("utf-8")))
     runs = [len(detector.rules.to_run(detector.normalise(text))) for text in ordinary]
     assert sum(runs) / len(runs) < 0.05 * len(detector.rules)
 

@@ -113,13 +113,14 @@ class AnchorFinder:
         return found
 
 
-def _texts(node: Any) -> list[str]:
+def texts_in(node: Any) -> list[str]:
+    """Every string in a YAML document, however deep."""
     if isinstance(node, str):
         return [node]
     if isinstance(node, dict):
         node = list(node.values())
     if isinstance(node, list):
-        return [text for item in node for text in _texts(item)]
+        return [text for item in node for text in texts_in(item)]
     return []
 
 
@@ -131,7 +132,7 @@ def sample_texts(normalise: Any) -> list[str]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         if path.name == "crisis_corpus.yaml":
             data = data["negative"]  # ordinary talk, some of it close to crisis language
-        texts += _texts(data)
+        texts += texts_in(data)
     return [normalise(text) for text in texts]
 
 
