@@ -183,7 +183,11 @@ class Engine:
                     await self.repository.flush_messages()
                 turn = await self.repository.run(take_turn, incoming.chat_id)
                 for image in reversed(turn.images):
-                    png = await self.drawer.draw(image)
+                    try:
+                        png = await self.drawer.draw(image)
+                    except Exception:  # the turn is kept, and its words say what the picture would
+                        log.exception("a picture could not be drawn; sending the words alone")
+                        continue
                     turn.reply.messages.insert(image.before, Message("", documents=(
                         Document(image.file_name, png, "image/png"),)))
                 if turn.erased:

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from bot.adapters.console import ConsoleChat
 from bot.charts import CalendarRequest, draw_calendar
-from bot.drawing import ProcessDrawer, ThreadDrawer
+from bot.drawing import Drawer, ProcessDrawer, ThreadDrawer
+from bot.engine import Engine
 from bot.messages import PendingImage
 from tests.bot_process import BotProcess
 from tests.fake_telegram import FakeTelegram
-from tests.helpers import wait_for
+from tests.helpers import texts, wait_for
+from tests.test_console_flows import onboard as onboard_in_console
 from tests.test_e2e_telegram import bot, fake, onboard  # noqa: F401 - fixtures used below
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -92,6 +95,24 @@ async def test_the_same_picture_asked_for_again_is_not_drawn_again() -> None:
         assert await process.draw(image(partial(draw_calendar, other))) != first
     finally:
         process.close()
+
+
+class BrokenDrawer(Drawer):
+    async def _draw(self, image: PendingImage) -> bytes:
+        raise RuntimeError("no pictures today")
+
+
+async def test_a_picture_that_cannot_be_drawn_leaves_the_words(
+        engine: Engine, chat: ConsoleChat, caplog: pytest.LogCaptureFixture) -> None:
+    engine.drawer = BrokenDrawer()
+    await onboard_in_console(chat)
+    with caplog.at_level(logging.ERROR, logger="bot.engine"):
+        reply = await chat.send("/progress")
+    assert "a picture could not be drawn" in caplog.text
+    assert [d for m in reply.messages for d in m.documents] == []
+    assert "Nothing is marked for" in texts(reply) or "You practised on" in texts(reply)
+    assert "something went wrong" not in texts(reply).lower()
+    assert "send your last message again" not in texts(reply)
 
 
 def children_of(pid: int) -> set[int]:
