@@ -26,7 +26,6 @@ import platform
 import pstats
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from cryptography.fernet import Fernet
 from bot.settings import PROJECT_ROOT, SEND_RATE
 
 sys.path.insert(0, str(PROJECT_ROOT))  # for tests.fake_telegram
+from tests.bot_process import terminate  # noqa: E402
 from tests.fake_telegram import FakeTelegram  # noqa: E402
 
 TOKEN = "987654:bench-startup-token"
@@ -129,15 +129,7 @@ class Spawned:
 
     async def stop(self) -> int | None:
         """SIGTERM, as a platform does on a deploy; SIGKILL after 15 seconds."""
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout=15)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
-                await self.process.wait()
-        return self.process.returncode
+        return await terminate(self.process)
 
 
 async def spawn(argv: list[str], env: dict[str, str], log_path: Path) -> Spawned:

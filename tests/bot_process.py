@@ -47,12 +47,7 @@ class BotProcess:
         log.close()
         deadline = time.monotonic() + timeout
         while len(self.fake.calls(method)) <= polls_before:
-            if self.process.returncode is not None:
-                raise AssertionError(f"the bot exited with {self.process.returncode}:\n"
-                                     + self.log())
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the bot did not start polling in {timeout}s:\n"
-                                     + self.log())
+            self._still_starting(deadline, f"the bot did not start polling in {timeout}s")
             await asyncio.sleep(0.05)
 
     async def wait_healthy(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
@@ -68,13 +63,16 @@ class BotProcess:
                     async with session.get(url) as response:
                         if response.status == 200:
                             return
-                if self.process is not None and self.process.returncode is not None:
-                    raise AssertionError(f"the bot exited with {self.process.returncode}:\n"
-                                         + self.log())
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{url} did not answer 200 in {timeout}s:\n"
-                                         + self.log())
+                self._still_starting(deadline, f"{url} did not answer 200 in {timeout}s")
                 await asyncio.sleep(0.05)
+
+    def _still_starting(self, deadline: float, late: str) -> None:
+        """Fail, with the bot's log, if it exited or `deadline` (monotonic) has passed."""
+        if self.process is not None and self.process.returncode is not None:
+            raise AssertionError(f"the bot exited with {self.process.returncode}:\n"
+                                 + self.log())
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{late}:\n" + self.log())
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -87,16 +85,20 @@ class BotProcess:
 
     async def stop(self) -> int | None:
         """SIGTERM, as a platform does on a deploy; SIGKILL after 15 seconds."""
-        if self.process is None or self.process.returncode is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
+        return await terminate(self.process) if self.process is not None else None
+
+
+async def terminate(process: asyncio.subprocess.Process) -> int | None:
+    """SIGTERM, as a platform does on a deploy; SIGKILL after 15 seconds. The exit status."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(self.process.wait(), timeout=15)
+            await asyncio.wait_for(process.wait(), timeout=15)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            await self.process.wait()
-        return self.process.returncode
+                process.kill()
+            await process.wait()
+    return process.returncode
 
 
 def free_port() -> int:

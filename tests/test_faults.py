@@ -138,6 +138,21 @@ class ProxiedBot:
             if proxy.commits != last:
                 last, since = proxy.commits, time.monotonic()
 
+    async def second_answer_cut_at_commit(self, user: FakeUser,
+                                          forward: bool) -> tuple[Conversation, ChatMessage]:
+        """/aware begun and its first answer taken; then the connection goes as the second
+        answer's turn commits, its COMMIT passed on to the server first (`forward`) or not.
+        Returns the conversation and the reply to the second answer, not yet judged."""
+        await start_awareness(user)
+        talk = Conversation(user)
+        assert await talk.answer(ANSWERS[0])
+        await self.quiet()
+        went = self.proxy.outage_at_commit(forward=forward, of=chat_marker(user.id))
+        await user.send(ANSWERS[1])
+        await asyncio.wait_for(went.wait(), 30)
+        (reply,) = await replies_to(user, 1)
+        return talk, reply
+
 
 @pytest.fixture
 async def proxied_bot(fake: FakeTelegram, postgres_available: None,  # noqa: F811
@@ -166,17 +181,9 @@ async def test_postgres_going_away_mid_flow(
     by itself, and the database holds exactly the answers the person saw taken."""
     proxy, database_url = proxied_bot.proxy, proxied_bot.database_url
     user = fake.user(user_id=6001)
-    await start_awareness(user)
-    talk = Conversation(user)
-    assert await talk.answer(ANSWERS[0])
-
-    # The database goes at the moment the next answer's turn commits: the COMMIT never
+    # The database goes at the moment the second answer's turn commits: the COMMIT never
     # reaches the server, so the turn is rolled back there.
-    await proxied_bot.quiet()
-    went = proxy.outage_at_commit(forward=False, of=chat_marker(user.id))
-    await user.send(ANSWERS[1])
-    await asyncio.wait_for(went.wait(), 30)
-    (reply,) = await replies_to(user, 1)
+    talk, reply = await proxied_bot.second_answer_cut_at_commit(user, forward=False)
     assert not talk.judge(ANSWERS[1], reply), "a turn cut at its commit was not taken"
 
     # While it is down: the same answer again, the next one and a third, in a burst; then
@@ -214,15 +221,7 @@ async def test_a_turn_committed_but_unconfirmed(
     resent answer is not taken a second time."""
     proxy, database_url = proxied_bot.proxy, proxied_bot.database_url
     user = fake.user(user_id=6003)
-    await start_awareness(user)
-    talk = Conversation(user)
-    assert await talk.answer(ANSWERS[0])
-
-    await proxied_bot.quiet()
-    went = proxy.outage_at_commit(forward=True, of=chat_marker(user.id))
-    await user.send(ANSWERS[1])
-    await asyncio.wait_for(went.wait(), 30)
-    (reply,) = await replies_to(user, 1)
+    talk, reply = await proxied_bot.second_answer_cut_at_commit(user, forward=True)
     talk.judge(ANSWERS[1], reply)
     proxy.restore()
     assert talk.step == "past", "asked to send it again: nobody could tell if it was kept"
