@@ -1,8 +1,9 @@
-"""The crisis rules' anchors: worked out soundly, kept up to date, and never changing a result.
+"""The crisis patterns' anchors: worked out soundly, kept up to date, never changing a result.
 
-A rule runs only if the message holds one of its anchors (bot/crisis/anchors.py). These tests
-check that the anchors file matches the phrases, that skipping rules this way finds exactly
-what running every rule finds, and that it skips most rules for ordinary messages.
+A rule (or a reassurance, idiom or weak-signal pattern) runs only if the message holds a
+string of each of its anchor clauses (bot/crisis/anchors.py). These tests check that the
+anchors file matches the phrases, that skipping patterns this way finds exactly what running
+every one finds, and that it skips most rules for ordinary messages.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bot.crisis.anchors import AnchorFinder, build, texts_in
 from bot.crisis.detector import (
     DEFAULT_ANCHORS,
     DEFAULT_PHRASES,
+    AnchorGate,
     CrisisDetector,
     CrisisMatch,
     default_detector,
@@ -38,6 +40,17 @@ def _key(match: CrisisMatch | None) -> tuple[str, str] | None:
     return None if match is None else (match.category.value, match.rule)
 
 
+def _rules_to_run(detector: CrisisDetector, canonical: str) -> list[int]:
+    """The rules (by position) the detector runs on a normalised text."""
+    return [index for index in detector.gate.open_for(canonical) if index < len(detector.rules)]
+
+
+def _stored() -> dict[str, list[list[str]] | None]:
+    anchors: dict[str, list[list[str]] | None] = json.loads(
+        DEFAULT_ANCHORS.read_text(encoding="utf-8"))["anchors"]
+    return anchors
+
+
 @pytest.fixture(scope="module")
 def every_rule() -> CrisisDetector:
     """The detector without anchors: every rule runs on every message."""
@@ -51,10 +64,14 @@ def test_the_anchors_file_is_up_to_date() -> None:
         "it is worked out with changed): run `make crisis-anchors`")
 
 
-def test_every_rule_has_anchors() -> None:
-    rules = json.loads(DEFAULT_ANCHORS.read_text(encoding="utf-8"))["rules"]
-    assert len(rules) > 100
-    assert [rule for rule, anchors in rules.items() if not anchors] == []
+def test_every_rule_and_screen_has_anchors() -> None:
+    anchors = _stored()
+    assert len([key for key in anchors if not key.startswith("@")]) > 100
+    assert {"@reassurance", "@idioms"} <= set(anchors)
+    assert any(key.startswith("@signals.self_harm.") for key in anchors)
+    assert [key for key, clauses in anchors.items() if not clauses] == []
+    # Most rules have more than one clause: a text must hold a string of each.
+    assert sum(len(clauses or []) > 1 for clauses in anchors.values()) > 0.8 * len(anchors)
 
 
 def test_anchors_change_no_result_on_any_labelled_message(every_rule: CrisisDetector) -> None:
@@ -69,8 +86,8 @@ def test_anchors_change_no_result_on_shuffled_words(every_rule: CrisisDetector) 
     """Word salad from the corpora, the rules' own words and their anchors: many near
     misses and odd orders, some matches."""
     detector = default_detector()
-    rules = json.loads(DEFAULT_ANCHORS.read_text(encoding="utf-8"))["rules"]
-    anchors = sorted({anchor.strip() for found in rules.values() for anchor in found})
+    anchors = sorted({anchor.strip() for clauses in _stored().values()
+                      for clause in clauses or [] for anchor in clause})
     pattern_words = re.findall(r"[a-z]+", DEFAULT_PHRASES.read_text(encoding="utf-8"))
     words = " ".join(MESSAGES).split() + anchors + pattern_words
     rng = random.Random(20261124)
@@ -86,8 +103,8 @@ def test_anchors_change_no_result_on_shuffled_words(every_rule: CrisisDetector) 
 def test_ordinary_messages_run_few_rules() -> None:
     detector = default_detector()
     ordinary = texts_in(yaml.safe_load((DATA / "draft_sentences.yaml").read_text("utf-8")))
-    runs = [len(detector.rules.to_run(detector.normalise(text))) for text in ordinary]
-    assert sum(runs) / len(runs) < 0.05 * len(detector.rules)
+    runs = [len(_rules_to_run(detector, detector.normalise(text))) for text in ordinary]
+    assert sum(runs) / len(runs) < 0.03 * len(detector.rules)
 
 
 def test_out_of_date_anchors_are_not_used(tmp_path: Path,
@@ -95,18 +112,18 @@ def test_out_of_date_anchors_are_not_used(tmp_path: Path,
     phrases = tmp_path / "phrases.yaml"
     shutil.copy(DEFAULT_PHRASES, phrases)
     shutil.copy(DEFAULT_ANCHORS, tmp_path / "anchors.json")
-    assert len(CrisisDetector(phrases).rules.to_run("hello")) == 0  # up to date: used
+    assert len(_rules_to_run(CrisisDetector(phrases), "hello")) == 0  # up to date: used
     original = phrases.read_text(encoding="utf-8")
     phrases.write_text(original + "\n# a comment changes no rule\n", encoding="utf-8")
     with caplog.at_level(logging.WARNING):
-        assert len(CrisisDetector(phrases).rules.to_run("hello")) == 0
+        assert len(_rules_to_run(CrisisDetector(phrases), "hello")) == 0
     assert "out of date" not in caplog.text
     assert "sewer ?slide" in original
     phrases.write_text(original.replace("sewer ?slide", "sewer ?slide|hello"), encoding="utf-8")
     with caplog.at_level(logging.WARNING):
         detector = CrisisDetector(phrases)
     assert "anchors.json is out of date" in caplog.text
-    assert len(detector.rules.to_run("hello")) == len(detector.rules)
+    assert len(_rules_to_run(detector, "hello")) == len(detector.rules)
     assert _key(detector.detect("hello")) == ("self_harm", "sh.suicide"), "the edited rule"
     assert _key(detector.detect("I want to kill myself")) == ("self_harm", "sh.kill_self")
 
@@ -138,3 +155,25 @@ def test_anchor_sets(pattern: str, acceptable: list[set[str]]) -> None:
                  "waiting", "KILL me", "so so sad", "20 pills"):
         if re.fullmatch(pattern, text):
             assert any(anchor in text for anchor in found), (pattern, text)
+
+
+@pytest.mark.parametrize(("pattern", "clauses"), [
+    ("(?:so )+sad", [{"sad"}, {"so "}]),  # each word of a sequence is required
+    # one of each branch makes a clause: the rarest first, then the next
+    ("(?:punch|kick) me|slaps? (?:him|you)", [{"punch", "kick", "slap"}, {" me", "him", "you"}]),
+    ("kill myself", [{"kill myself"}]),
+    ("(?:x|\\w) ?", None),
+])
+def test_clauses(pattern: str, clauses: list[set[str]] | None) -> None:
+    sample = ["he says it to me every day", "so so tired", "you can kick it"]
+    found = AnchorFinder(sample).clauses(pattern)
+    assert (None if found is None else [set(clause) for clause in found]) == clauses
+
+
+def test_a_pattern_is_open_only_when_every_clause_is_found() -> None:
+    gate = AnchorGate([[["kick", "hit"], [" me"]], None, [["sad"]]])
+    assert gate.open_for("he hit me") == {0, 1}
+    assert gate.open_for("he hit the wall") == {1}  # " me" is missing
+    assert gate.open_for("so sad, he kicks me") == {0, 1, 2}
+    assert gate.open_for("") == {1}  # a pattern without anchors is always open
+    assert AnchorGate([None, None]).open_for("anything") == {0, 1}

@@ -26,7 +26,11 @@ DEFAULT_PHRASES = Path(__file__).resolve().parent / "phrases.yaml"
 # Written by `python -m bot.crisis.anchors` from the phrases (see bot/crisis/anchors.py).
 DEFAULT_ANCHORS = Path(__file__).resolve().parent / "anchors.json"
 # Bumped when the way anchors are worked out changes, so that older files are not trusted.
-ANCHOR_FORMAT = 1
+ANCHOR_FORMAT = 2
+# Keys of the whole-message patterns that are gated by anchors like the rules (see `screens`).
+REASSURANCE = "@reassurance"
+IDIOMS = "@idioms"
+SIGNALS = "@signals."
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,9 @@ _NON_WORD = re.compile(r"[^\w.]+|_")
 _REPEATS = re.compile(r"([^\W\d_])\1+")
 _TOKENS = re.compile(r"[^\W_]+|\.")
 _STAR_IN_WORD = re.compile(r"(?<=[^\W\d_])\*+(?=[^\W\d_])")
+# Two one-letter words with only spaces and full stops between: where a spelled-out word may
+# start. A text without this is left as it is by Normaliser._join_spelled_out.
+_LETTER_PAIR = re.compile(r"(?<![^\W_])[^\W\d_][ .]+[^\W\d_](?![^\W_])")
 
 
 def collapse(text: str) -> str:
@@ -96,8 +103,18 @@ class Normaliser:
         chars = re.escape("".join(leet))
         self._leet_re = re.compile(rf"(?<=[^\W\d_])[{chars}](?=[^\W\d_])")
         self._apostrophes = [(re.compile(p), r) for p, r in spec["apostrophes"]]
+        if any("'" not in p for p, _ in spec["apostrophes"]):
+            raise ValueError("every rule under `apostrophes` must have an apostrophe")
+        # Any of them: when none is in a text, none has anything to replace.
+        self._any_apostrophe = re.compile("|".join(f"(?:{p})" for p, _ in spec["apostrophes"]))
         self._tokens = {collapse(k): collapse(v) for k, v in spec["tokens"].items()}
         self._fuzzy = self._fuzzy_table(spec["fuzzy"], spec["fuzzy_except"])
+        # A word as _assemble writes it: its shorthand spelled out, then a typo (in a word of
+        # five letters or more) corrected; words in neither table stay as they are.
+        self._words = {word: self._fuzzy.get(word, word) for word in self._fuzzy if len(word) >= 5}
+        for word, replacement in self._tokens.items():
+            self._words[word] = (self._fuzzy.get(replacement, replacement)
+                                 if len(replacement) >= 5 else replacement)
         self._common = frozenset(spec["single_letter_words"])
         # Symbols that stand for a word ("🔪 him" -> "knife him"); empty map: nothing to do.
         self._symbols: dict[str, str] = dict(spec.get("symbols") or {})
@@ -122,11 +139,15 @@ class Normaliser:
             text = self._symbols_re.sub(lambda m: f" {self._symbols[m.group()]} ", text)
         text = self._leet_re.sub(lambda m: self._leet[m.group()], text)
         text = _STAR_IN_WORD.sub("", text)
-        for pattern, replacement in self._apostrophes:
-            text = pattern.sub(replacement, text)
+        if "'" in text and self._any_apostrophe.search(text):
+            for pattern, replacement in self._apostrophes:
+                text = pattern.sub(replacement, text)
         text = _BREAKS.sub(".", text.replace("'", ""))
         text = collapse(_NON_WORD.sub(" ", text))
-        return self._assemble(self._join_spelled_out(_TOKENS.findall(text)))
+        tokens = _TOKENS.findall(text)
+        if _LETTER_PAIR.search(text):
+            tokens = self._join_spelled_out(tokens)
+        return self._assemble(tokens)
 
     def _join_spelled_out(self, tokens: list[str]) -> list[str]:
         """Join runs of three or more single letters ("k m s", "k.i.l.l") into one word."""
@@ -156,8 +177,7 @@ class Normaliser:
                 if words and not words[-1].endswith("."):
                     words[-1] += "."
                 continue
-            token = self._tokens.get(token, token)
-            words.append(self._fuzzy.get(token, token) if len(token) >= 5 else token)
+            words.append(self._words.get(token, token))
         return " ".join(words)
 
 
@@ -193,19 +213,22 @@ class RuleSet:
             raise ValueError(f"unknown macro <{name}>")
         return self._macros[name]
 
-    def compile_rules(self, rules: list[tuple[str, str]]) -> tuple[re.Pattern[str], list[str]]:
-        """One regex for many (id, expanded pattern) rules; whole words only."""
-        body = "|".join(f"(?P<r{i}>{source})" for i, (_, source) in enumerate(rules))
-        compiled = re.compile(rf"(?<!\w)(?:{body})(?!\w)")
-        if compiled.groups != len(rules):
-            bad = [rule_id for rule_id, source in rules if re.compile(source).groups]
+    def rules_source(self, rules: list[tuple[str, str]]) -> str:
+        """One regex for many (id, expanded pattern) rules, whole words only: the group
+        `r<n>` is the n-th rule."""
+        bad = [rule_id for rule_id, source in rules if re.compile(source).groups]
+        if bad:
             raise ValueError(f"rules with a capturing group (use (?:...)): {bad}")
-        return compiled, [rule_id for rule_id, _ in rules]
+        body = "|".join(f"(?P<r{i}>{source})" for i, (_, source) in enumerate(rules))
+        return rf"(?<!\w)(?:{body})(?!\w)"
 
-    def compile_any(self, patterns: Iterable[str]) -> re.Pattern[str]:
+    def any_source(self, patterns: Iterable[str]) -> str:
         """One regex matching any of `patterns` as whole words."""
         body = "|".join(self.expand(p) for p in patterns)
-        return re.compile(rf"(?<!\w)(?:{body})(?!\w)")
+        return rf"(?<!\w)(?:{body})(?!\w)"
+
+    def compile_any(self, patterns: Iterable[str]) -> re.Pattern[str]:
+        return re.compile(self.any_source(patterns))
 
 
 def rule_sources(data: Mapping[str, Any], rules: RuleSet) -> list[tuple[Category, str, str]]:
@@ -253,12 +276,15 @@ def split_alternatives(pattern: str) -> list[str]:
     return branches
 
 
-def _compile_signals(
-    cues: list[Mapping[str, Any]], rules: RuleSet
-) -> tuple[re.Pattern[str], list[str], list[int]]:
-    """One regex for a category's weak cues, with each cue's id and weight."""
-    pattern, ids = rules.compile_rules([(c["id"], rules.expand(c["pattern"])) for c in cues])
-    return pattern, ids, [int(c.get("weight", 1)) for c in cues]
+def screens(data: Mapping[str, Any], rules: RuleSet) -> dict[str, str]:
+    """The other patterns every message may go through, by key, as compiled: the
+    reassurance and the idioms taken out first, and each weak signal (see `_score`)."""
+    found = {REASSURANCE: rules.any_source(data["reassurance"]),
+             IDIOMS: rules.any_source(data.get("idioms") or ["(?!)"])}
+    for name, spec in (data.get("signals") or {}).items():
+        for cue in spec["cues"]:
+            found[f"{SIGNALS}{Category(name).value}.{cue['id']}"] = rules.expand(cue["pattern"])
+    return found
 
 
 def _score(
@@ -278,53 +304,86 @@ def _score(
 # --- running the rules --------------------------------------------------------------------
 
 
-class GatedRules:
-    """Every rule compiled alone, and run only if the text holds one of its anchors.
+class AnchorGate:
+    """Which of many patterns may match a text, by their anchors (bot/crisis/anchors.py).
 
-    `first_matches` gives what one alternation of a category's rules would find: the rule
-    matching furthest left, the first in order at that place. A rule whose anchors are not
-    in the text cannot match (see bot/crisis/anchors.py), so it is not run. Rules without
-    anchors, and every rule when there are none, are always run.
+    Each pattern has clauses: sets of strings, and every text it matches holds a string of
+    each set. One Aho-Corasick pass finds the strings of all patterns at once; a pattern is
+    open if every one of its clauses was found. Patterns without anchors are always open.
+
+    Every clause is a bit of one integer (a pattern's clauses side by side, its rarest
+    first), and each string stands for the bits of the clauses it is in, so that what a
+    text holds is the OR of a few integers, whatever the number of patterns.
     """
 
-    def __init__(self, sources: list[tuple[Category, str, str]],
-                 anchors: Mapping[str, list[str] | None] | None) -> None:
+    def __init__(self, clauses: list[list[list[str]] | None]) -> None:
+        self._always = frozenset(i for i, own in enumerate(clauses) if not own)
+        self._pattern_at: dict[int, int] = {}  # bit of a pattern's first clause -> pattern
+        self._clauses: list[int] = []  # per pattern: the bits of all its clauses
+        self._firsts = 0
+        bits_of: dict[str, int] = {}
+        bit = 0
+        for index, own in enumerate(clauses):
+            own = own or []
+            self._clauses.append(((1 << len(own)) - 1) << bit)
+            if own:
+                self._pattern_at[bit] = index
+                self._firsts |= 1 << bit
+            for clause in own:
+                for anchor in clause:
+                    bits_of[anchor] = bits_of.get(anchor, 0) | (1 << bit)
+                bit += 1
+        self._bits = list(bits_of.values())  # by anchor number
+        self._automaton: Any = None
+        if bits_of:
+            self._automaton = ahocorasick.Automaton()
+            for number, anchor in enumerate(bits_of):
+                self._automaton.add_word(anchor, number)
+            self._automaton.make_automaton()
+
+    def open_for(self, text: str) -> frozenset[int]:
+        """The patterns (by position) that may match `text`."""
+        if self._automaton is None:
+            return self._always
+        found = 0
+        for number in {number for _, number in self._automaton.iter(text)}:
+            found |= self._bits[number]
+        opened = []
+        candidates = found & self._firsts
+        while candidates:
+            lowest = candidates & -candidates
+            candidates ^= lowest
+            index = self._pattern_at[lowest.bit_length() - 1]
+            every = self._clauses[index]
+            if found & every == every:
+                opened.append(index)
+        return self._always.union(opened)
+
+
+class Rules:
+    """Every rule compiled alone; `first_matches` runs those that may match."""
+
+    def __init__(self, sources: list[tuple[Category, str, str]]) -> None:
         self._rules: list[tuple[Category, str, re.Pattern[str]]] = []
         for category, rule_id, source in sources:
             pattern = re.compile(rf"(?<!\w)(?:{source})(?!\w)")
             if pattern.groups:
                 raise ValueError(f"a rule with a capturing group (use (?:...)): {rule_id}")
             self._rules.append((category, rule_id, pattern))
-        self._always: frozenset[int] = frozenset(
-            index for index, (_, rule_id, _) in enumerate(self._rules)
-            if anchors is None or anchors.get(rule_id) is None)
-        by_anchor: dict[str, list[int]] = {}
-        for index, (_, rule_id, _) in enumerate(self._rules):
-            for anchor in (anchors or {}).get(rule_id) or ():
-                by_anchor.setdefault(anchor, []).append(index)
-        self._automaton: Any = None
-        if by_anchor:
-            self._automaton = ahocorasick.Automaton()
-            for anchor, indexes in by_anchor.items():
-                self._automaton.add_word(anchor, tuple(indexes))
-            self._automaton.make_automaton()
 
     def __len__(self) -> int:
         return len(self._rules)
 
-    def to_run(self, text: str) -> list[int]:
-        """The rules (by position) whose anchors are in `text`, and those that have none."""
-        candidates = set(self._always)
-        if self._automaton is not None:
-            for _, indexes in self._automaton.iter(text):
-                candidates.update(indexes)
-        return sorted(candidates)
-
-    def first_matches(self, text: str) -> dict[Category, str]:
-        """Per category with a match: the id of the rule an alternation would pick."""
+    def first_matches(self, text: str, to_run: Iterable[int]) -> dict[Category, str]:
+        """Per category with a match: the id of the rule one alternation of the category's
+        rules would pick (the match furthest left, the first rule in order at that place).
+        Only the rules in `to_run` (by position; larger numbers are ignored) are run: the
+        others cannot match."""
         found: dict[Category, str] = {}
         start: dict[Category, int] = {}
-        for index in self.to_run(text):
+        for index in sorted(to_run):
+            if index >= len(self._rules):
+                break
             category, rule_id, pattern = self._rules[index]
             match = pattern.search(text)
             if match is not None and match.start() < start.get(category, len(text) + 1):
@@ -333,25 +392,32 @@ class GatedRules:
         return found
 
 
-def sources_digest(sources: list[tuple[Category, str, str]]) -> str:
-    """A digest of the rules as compiled: anchors are trusted only for these very rules."""
-    text = "\n".join(f"{category.value}\t{rule_id}\t{source}"
-                     for category, rule_id, source in sources)
+def gated_sources(sources: list[tuple[Category, str, str]],
+                  screened: Mapping[str, str]) -> dict[str, str]:
+    """Every pattern gated by anchors, by key: the rules by id, in order, then the screens."""
+    return {**{rule_id: source for _, rule_id, source in sources}, **screened}
+
+
+def sources_digest(gated: Mapping[str, str]) -> str:
+    """A digest of the patterns as compiled: anchors are trusted only for these very ones."""
+    text = "\n".join(f"{key}\t{source}" for key, source in gated.items())
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_anchors(path: Path,
-                 sources: list[tuple[Category, str, str]]) -> dict[str, list[str] | None] | None:
-    """The anchors in `path` if they were worked out from these very rules, else None."""
+Clauses = list[list[str]]
+
+
+def load_anchors(path: Path, gated: Mapping[str, str]) -> dict[str, Clauses | None] | None:
+    """The anchors in `path` if they were worked out from these very patterns, else None."""
     if not path.exists():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("format") != ANCHOR_FORMAT or data.get("rules_sha256") != sources_digest(sources):
+    if data.get("format") != ANCHOR_FORMAT or data.get("sha256") != sources_digest(gated):
         log.warning("%s is out of date: every crisis rule runs on every message until it is "
                     "written again (python -m bot.crisis.anchors)", path.name)
         return None
-    rules: dict[str, list[str] | None] = data["rules"]
-    return rules
+    anchors: dict[str, Clauses | None] = data["anchors"]
+    return anchors
 
 
 # --- the detector ------------------------------------------------------------------------
@@ -368,16 +434,28 @@ class CrisisDetector:
         data: dict[str, Any] = yaml.safe_load(phrases_path.read_text(encoding="utf-8"))
         rules = RuleSet(data)
         self._normalise = Normaliser(data["normalise"])
-        self._reassurance = rules.compile_any(data["reassurance"])
-        self._idioms = rules.compile_any(data.get("idioms") or ["(?!)"])
         self._markers = {k: rules.compile_any(v) for k, v in data["markers"].items()}
         self._escalations = [
             (Category(e["from"]), Category(e["to"]), e["when"]) for e in data["escalate"]
         ]
         sources = rule_sources(data, rules)
-        self.rules = GatedRules(sources, load_anchors(anchors_path, sources))
+        self.rules = Rules(sources)
+        screened = screens(data, rules)
+        gated = gated_sources(sources, screened)
+        anchors = load_anchors(anchors_path, gated) or {}
+        self.gate = AnchorGate([anchors.get(key) for key in gated])
+        # The screens' positions in the gate come after the rules'.
+        position = {key: index for index, key in enumerate(gated)}
+        self._reassurance = (position[REASSURANCE], re.compile(screened[REASSURANCE]))
+        self._idioms = (position[IDIOMS], re.compile(screened[IDIOMS]))
         self._signals = [
-            (Category(name), int(spec["threshold"]), *_compile_signals(spec["cues"], rules))
+            (Category(name), int(spec["threshold"]),
+             re.compile(rules.rules_source([(cue["id"], screened[f"{SIGNALS}{name}.{cue['id']}"])
+                                            for cue in spec["cues"]])),
+             [cue["id"] for cue in spec["cues"]],
+             [int(cue.get("weight", 1)) for cue in spec["cues"]],
+             {position[f"{SIGNALS}{name}.{cue['id']}"]: int(cue.get("weight", 1))
+              for cue in spec["cues"]})
             for name, spec in (data.get("signals") or {}).items()
         ]
 
@@ -389,12 +467,20 @@ class CrisisDetector:
         """The most urgent match in `text`, or None."""
         if not text or text.isspace():
             return None
-        canonical = self._reassurance.sub(".", self._normalise(text))
-        canonical = self._idioms.sub(".", canonical)
+        canonical = self._normalise(text)
+        may_match = self.gate.open_for(canonical)
+        for position, pattern in (self._reassurance, self._idioms):
+            if position in may_match:
+                removed = pattern.sub(".", canonical)
+                if removed != canonical:  # what may match is worked out again
+                    canonical = removed
+                    may_match = self.gate.open_for(canonical)
         found: dict[Category, str | None] = dict.fromkeys(Category)
-        found.update(self.rules.first_matches(canonical))
-        for category, threshold, pattern, ids, weights in self._signals:
-            if not found[category]:
+        found.update(self.rules.first_matches(canonical, may_match))
+        for category, threshold, pattern, ids, weights, weight_at in self._signals:
+            # The weak signals are counted only if those that may be there could be enough.
+            if not found[category] and sum(weight_at.get(at, 0) for at in may_match) \
+                    >= threshold:
                 found[category] = _score(canonical, threshold, pattern, ids, weights)
         for source, target, marker in self._escalations:
             rule = found[source]
