@@ -77,6 +77,7 @@ def parse_country(typed: str) -> str | None:
     return _country_index().get(wanted)
 
 
+@lru_cache(maxsize=1024)
 def country_name(code: str | None, locale: str = "en") -> str:
     if not code:
         return ""

@@ -31,6 +31,7 @@ class Translations:
                  locale_dir: Path = LOCALE_DIR) -> None:
         self.default_locale = default_locale
         self._catalogs: dict[str, gettext.NullTranslations] = {}
+        self._untranslated = gettext.NullTranslations()  # the msgids as they are
         if locale_dir.is_dir():
             for po_path in sorted(locale_dir.glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
                 locale = po_path.parent.parent.name
@@ -38,7 +39,7 @@ class Translations:
         self.locales = sorted({default_locale, *self._catalogs, *extra_locales})
 
     def for_locale(self, locale: str) -> gettext.NullTranslations:
-        return self._catalogs.get(locale) or gettext.NullTranslations()
+        return self._catalogs.get(locale) or self._untranslated
 
     def gettext(self, locale: str, message: str) -> str:
         return self.for_locale(locale).gettext(message)
