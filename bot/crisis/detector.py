@@ -30,7 +30,12 @@ ANCHOR_FORMAT = 2
 # Keys of the whole-message patterns that are gated by anchors like the rules (see `screens`).
 REASSURANCE = "@reassurance"
 IDIOMS = "@idioms"
-SIGNALS = "@signals."
+
+
+def signal_key(category: str, cue_id: str) -> str:
+    """The key of one weak signal among the gated patterns."""
+    return f"@signals.{category}.{cue_id}"
+
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +288,7 @@ def screens(data: Mapping[str, Any], rules: RuleSet) -> dict[str, str]:
              IDIOMS: rules.any_source(data.get("idioms") or ["(?!)"])}
     for name, spec in (data.get("signals") or {}).items():
         for cue in spec["cues"]:
-            found[f"{SIGNALS}{Category(name).value}.{cue['id']}"] = rules.expand(cue["pattern"])
+            found[signal_key(Category(name).value, cue["id"])] = rules.expand(cue["pattern"])
     return found
 
 
@@ -448,16 +453,17 @@ class CrisisDetector:
         position = {key: index for index, key in enumerate(gated)}
         self._reassurance = (position[REASSURANCE], re.compile(screened[REASSURANCE]))
         self._idioms = (position[IDIOMS], re.compile(screened[IDIOMS]))
-        self._signals = [
-            (Category(name), int(spec["threshold"]),
-             re.compile(rules.rules_source([(cue["id"], screened[f"{SIGNALS}{name}.{cue['id']}"])
-                                            for cue in spec["cues"]])),
-             [cue["id"] for cue in spec["cues"]],
-             [int(cue.get("weight", 1)) for cue in spec["cues"]],
-             {position[f"{SIGNALS}{name}.{cue['id']}"]: int(cue.get("weight", 1))
-              for cue in spec["cues"]})
-            for name, spec in (data.get("signals") or {}).items()
-        ]
+        self._signals = []
+        for name, spec in (data.get("signals") or {}).items():
+            category, cues = Category(name), spec["cues"]
+            keys = [signal_key(category.value, cue["id"]) for cue in cues]
+            weights = [int(cue.get("weight", 1)) for cue in cues]
+            self._signals.append((
+                category, int(spec["threshold"]),
+                re.compile(rules.rules_source([(cue["id"], screened[key])
+                                               for cue, key in zip(cues, keys, strict=True)])),
+                [cue["id"] for cue in cues], weights,
+                {position[key]: weight for key, weight in zip(keys, weights, strict=True)}))
 
     def normalise(self, text: str) -> str:
         """The canonical text the rules see (reassurance and idioms not yet removed)."""
