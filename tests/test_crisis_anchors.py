@@ -146,11 +146,13 @@ def test_out_of_date_anchors_are_not_used(tmp_path: Path,
 def test_anchor_sets(pattern: str, acceptable: list[set[str]]) -> None:
     """The set found is one of the required sets (the rarest in the sample), or none."""
     sample = ["he says it to me every day", "my mum and dad", "waiting for the bus"]
-    found = AnchorFinder(sample).required(pattern)
+    clauses = AnchorFinder(sample).clauses(pattern, most=1)
     if not acceptable:
-        assert found is None
+        assert clauses is None
         return
-    assert found is not None and set(found) in acceptable
+    assert clauses is not None and len(clauses) == 1
+    found = clauses[0]
+    assert set(found) in acceptable
     for text in ("kill myself", "hurts me", "i want to end it", "dad", "suicidal", "z b",
                  "waiting", "KILL me", "so so sad", "20 pills"):
         if re.fullmatch(pattern, text):

@@ -64,11 +64,6 @@ class AnchorFinder:
             return None  # anchors are matched as they are written
         return self._rarest(self._sequence(parsed), most) or None
 
-    def required(self, source: str) -> Anchors | None:
-        """The rarest single required set of `source`; None if there is none."""
-        found = self.clauses(source, most=1)
-        return found[0] if found else None
-
     def _rarest(self, required: list[Anchors], most: int = MAX_CLAUSES) -> list[Anchors]:
         """Up to `most` of `required`, each the one letting through the fewest sample texts
         that those before it let through."""

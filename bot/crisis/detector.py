@@ -308,6 +308,9 @@ def _score(
 
 # --- running the rules --------------------------------------------------------------------
 
+# A pattern's anchors: sets of strings, and any text it matches holds a string of each.
+Clauses = list[list[str]]
+
 
 class AnchorGate:
     """Which of many patterns may match a text, by their anchors (bot/crisis/anchors.py).
@@ -321,7 +324,7 @@ class AnchorGate:
     text holds is the OR of a few integers, whatever the number of patterns.
     """
 
-    def __init__(self, clauses: list[list[list[str]] | None]) -> None:
+    def __init__(self, clauses: list[Clauses | None]) -> None:
         self._always = frozenset(i for i, own in enumerate(clauses) if not own)
         self._pattern_at: dict[int, int] = {}  # bit of a pattern's first clause -> pattern
         self._clauses: list[int] = []  # per pattern: the bits of all its clauses
@@ -407,9 +410,6 @@ def sources_digest(gated: Mapping[str, str]) -> str:
     """A digest of the patterns as compiled: anchors are trusted only for these very ones."""
     text = "\n".join(f"{key}\t{source}" for key, source in gated.items())
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-Clauses = list[list[str]]
 
 
 def load_anchors(path: Path, gated: Mapping[str, str]) -> dict[str, Clauses | None] | None:
