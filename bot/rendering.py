@@ -17,6 +17,7 @@ from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateNotFound,
 )
 
@@ -35,12 +36,30 @@ def excerpt(text: Any, limit: int = 500) -> str:
     return cut.rstrip(",.;:-") + "…"
 
 
+class _Environment(Environment):
+    """Jinja's environment, reading `entry.name` from a dict by key first.
+
+    Jinja tries the attribute first and falls back to the key, so on the dicts turns hand
+    to templates every `entry.name` raised and caught an AttributeError: most of the cost
+    of a template such as the menu's. A dict's own methods (`entry.items()`) still work,
+    unless the dict has a key of that name.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 class Renderer:
     def __init__(self, prompts_dir: Path, translations: Translations) -> None:
         self.prompts_dir = prompts_dir
         self.translations = translations
         self.default_locale = translations.default_locale
-        self.env = Environment(
+        self.env = _Environment(
             loader=FileSystemLoader(str(prompts_dir)),
             # Chat messages are Telegram HTML; exports (*.md.j2) are Markdown and not escaped.
             autoescape=lambda name: not (name or "").endswith(".md.j2"),
@@ -56,6 +75,7 @@ class Renderer:
             gettext=self._gettext, ngettext=self._ngettext, newstyle=True
         )
         self.env.globals["excerpt"] = excerpt
+        self._templates: dict[tuple[str, str], Template] = {}
 
     @property
     def locales(self) -> list[str]:
@@ -67,11 +87,7 @@ class Renderer:
 
     def render(self, name: str, locale: str, context: Mapping[str, Any]) -> list[str]:
         """Render template `name` for `locale`; returns the chat messages it makes."""
-        candidates = [f"{locale}/{name}", f"{self.default_locale}/{name}"]
-        try:
-            template = self.env.select_template(candidates)
-        except TemplateNotFound as error:
-            raise TemplateNotFound(f"{name} (for locale {locale})") from error
+        template = self._template(name, locale)
         token = _current_locale.set(locale)
         try:
             text = template.render(**context)
@@ -79,6 +95,22 @@ class Renderer:
             _current_locale.reset(token)
         parts = [part.strip() for part in MESSAGE_SPLIT.split(text)]
         return [part for part in parts if part]
+
+    def _template(self, name: str, locale: str) -> Template:
+        """The locale's template, else the default locale's; looked up once per pair."""
+        template = self._templates.get((locale, name))
+        if template is None:
+            candidates = [f"{locale}/{name}", f"{self.default_locale}/{name}"]
+            try:
+                template = self.env.select_template(candidates)
+            except TemplateNotFound as error:
+                raise TemplateNotFound(f"{name} (for locale {locale})") from error
+            # Jinja keeps a template's globals as a ChainMap over the environment's, and
+            # copies them into every render's context key by key; the globals are all set
+            # by now, so one plain dict copies in a single step (about a tenth of a render).
+            template.globals = dict(template.globals)
+            self._templates[(locale, name)] = template
+        return template
 
     def render_plain(self, name: str, locale: str, context: Mapping[str, Any]) -> str:
         """Render a template that is not a chat message (e.g. a Markdown export) as one text."""

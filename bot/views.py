@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,23 +36,48 @@ class UserView:
     discreet: bool = False
 
     @classmethod
-    def of(cls, user: User) -> UserView:
-        return cls(
-            first_name=user.first_name or "",
-            focus=user.focus or "none",
-            country=user.country or "none",
-            country_name=country_name(user.country),
-            keep_reflections=bool(user.keep_reflections),
-            language=user.language,
-            daily_enabled=bool(user.daily_enabled),
-            daily_time=user.daily_time or "",
-            timezone=user.timezone or "",
-            paused=bool(user.paused),
-            quiet_start=user.quiet_start or "",
-            quiet_end=user.quiet_end or "",
-            weekly_day=user.weekly_day,
-            discreet=bool(user.discreet),
-        )
+    def of(cls, user: User) -> LiveUserView:
+        """The view of `user` that a template reads as it renders (see LiveUserView)."""
+        return LiveUserView(user)
+
+
+class LiveUserView:
+    """UserView's names, each read from the person's row only if the template asks for it.
+
+    A template reads one or two of them, so copying all fourteen (through SQLAlchemy's
+    attribute instrumentation) for every message cost more than rendering some templates.
+    The view is rendered at once, so it shows the row as it is at that moment, as a copy
+    made then would. Any other name is missing, as it is from a UserView.
+    """
+
+    __slots__ = ("_user",)
+
+    def __init__(self, user: User) -> None:
+        self._user = user
+
+    def __getattr__(self, name: str) -> Any:
+        read = _READERS.get(name)
+        if read is None:
+            raise AttributeError(name)
+        return read(self._user)
+
+
+_READERS: dict[str, Callable[[User], Any]] = {
+    "first_name": lambda user: user.first_name or "",
+    "focus": lambda user: user.focus or "none",
+    "country": lambda user: user.country or "none",
+    "country_name": lambda user: country_name(user.country),
+    "keep_reflections": lambda user: bool(user.keep_reflections),
+    "language": lambda user: user.language,
+    "daily_enabled": lambda user: bool(user.daily_enabled),
+    "daily_time": lambda user: user.daily_time or "",
+    "timezone": lambda user: user.timezone or "",
+    "paused": lambda user: bool(user.paused),
+    "quiet_start": lambda user: user.quiet_start or "",
+    "quiet_end": lambda user: user.quiet_end or "",
+    "weekly_day": lambda user: user.weekly_day,
+    "discreet": lambda user: bool(user.discreet),
+}
 
 
 PLACEHOLDER = UserView("", "none", "none", "", False, "en")

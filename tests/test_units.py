@@ -101,3 +101,39 @@ def test_a_reply_goes_out_as_few_telegram_messages_as_fit() -> None:
     document = Document("a.json", b"{}", "application/json")
     with_file = coalesce([Message("before"), Message("here", documents=(document,))])
     assert [(m.text, m.documents) for m in with_file] == [("before", ()), ("here", (document,))]
+
+
+def test_templates_read_the_person_as_the_view_names_them() -> None:
+    """The view read as a template renders has exactly UserView's names and values."""
+    from dataclasses import fields
+
+    from bot.storage.models import User
+    from bot.views import UserView
+
+    user = User(chat_id=1, first_name="Ana", language="en", focus=None, country="GB",
+                keep_reflections=True, daily_time="08:30", weekly_day=None, discreet=None)
+    view = UserView.of(user)
+    expected = {"first_name": "Ana", "focus": "none", "country": "GB",
+                "country_name": "United Kingdom", "keep_reflections": True, "language": "en",
+                "daily_time": "08:30", "weekly_day": None, "discreet": False, "timezone": ""}
+    for name, value in expected.items():
+        assert getattr(view, name) == value, name
+    for field in fields(UserView):
+        getattr(view, field.name)  # every name a template may use is there
+    user.focus = "partner"
+    assert view.focus == "partner", "read when asked, so a change made earlier in the turn shows"
+    with pytest.raises(AttributeError):
+        _ = view.chat_id  # the row's other columns stay out of reach of templates
+
+
+def test_templates_read_dict_entries_by_name_and_still_reach_dict_methods() -> None:
+    from pathlib import Path
+
+    from bot.i18n import Translations
+    from bot.rendering import Renderer
+
+    renderer = Renderer(Path("prompts"), Translations("en", ["en"]))
+    template = renderer.env.from_string(
+        "{{ entry.title }} {{ entry['title'] }} {{ entry.items() | list | length }} "
+        "{{ entry.missing is defined }}")
+    assert template.render(entry={"title": "Repair", "n": 2}) == "Repair Repair 2 False"
