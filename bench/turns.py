@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import io
 import itertools
@@ -448,7 +447,7 @@ def slices(by_chat: dict[int, list[str]], size: int) -> list[dict[int, list[str]
 
 
 async def measure(rigs: list[Rig], args: argparse.Namespace) -> list[Outcome]:
-    """Every configuration started at once; the saturated phases then run in slices of a
+    """The configurations started at once; their saturated phases then run in slices of a
     few messages per person, taking turns configuration by configuration. A shared
     machine's speed drifts over seconds (it was seen to halve and recover), and slices
     a fraction of a second long, side by side, meet the same drift in every
@@ -484,27 +483,31 @@ def print_profile(profiler: cProfile.Profile, key: str) -> None:
 
 
 async def run_all(args: argparse.Namespace) -> list[Outcome]:
-    async with contextlib.AsyncExitStack() as cleanup:
-        rigs = [Rig("bare", "bare PTB, reply 'ok'", bare_application)]
-        if "memory" in args.only:
-            rigs.append(Rig("memory", "Haven, no database",
+    """The bare handler and Haven without a database side by side (their ratio is the
+    target); then each database configuration on its own, so that its objects, tasks and
+    connections do not weigh on the others."""
+    together = [Rig("bare", "bare PTB, reply 'ok'", bare_application)]
+    if "memory" in args.only:
+        together.append(Rig("memory", "Haven, no database",
                             lambda api: haven_application(api, MemoryRepository())))
-        if "memory-no-crisis" in args.only:
-            rigs.append(Rig("memory-no-crisis", "  ...without crisis check",
+    if "memory-no-crisis" in args.only:
+        together.append(Rig("memory-no-crisis", "  ...without crisis check",
                             lambda api: haven_application(api, MemoryRepository(),
                                                           crisis_check=False)))
-        if "sqlite" in args.only:
-            tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="haven-bench-"))
+    outcomes = await measure(together, args)
+    if "sqlite" in args.only:
+        with tempfile.TemporaryDirectory(prefix="haven-bench-") as tmp:
             sqlite = await open_sql(f"sqlite:///{tmp}/bench.sqlite3", tmp)
-            rigs.append(Rig("sqlite", "Haven, SQLite",
-                            lambda api: haven_application(api, sqlite)))
-        if args.postgres and "postgres" in args.only:
-            tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="haven-bench-"))
-            url = await cleanup.enter_async_context(scratch_postgres(args.postgres))
-            postgres = await open_sql(url, tmp)
-            rigs.append(Rig("postgres", "Haven, PostgreSQL",
-                            lambda api: haven_application(api, postgres)))
-        return await measure(rigs, args)
+            outcomes += await measure([Rig("sqlite", "Haven, SQLite",
+                                           lambda api: haven_application(api, sqlite))], args)
+    if args.postgres and "postgres" in args.only:
+        with tempfile.TemporaryDirectory(prefix="haven-bench-") as tmp:
+            async with scratch_postgres(args.postgres) as url:
+                postgres = await open_sql(url, tmp)
+                outcomes += await measure([Rig("postgres", "Haven, PostgreSQL",
+                                               lambda api: haven_application(api, postgres))],
+                                          args)
+    return outcomes
 
 
 # ---- reporting --------------------------------------------------------------------------------
