@@ -616,7 +616,9 @@ class Turn:
         self._typed_answer(flow, run, step, typed)
 
     def _typed_answer(self, flow: Flow, run: FlowRun, step: Step, typed: str) -> None:
-        buttons = self._step_buttons(flow, run, step)
+        def buttons() -> tuple[tuple[Button, ...], ...]:  # asked again: only if not understood
+            return self._step_buttons(flow, run, step)
+
         if step.expects is Expects.TEXT:
             self._advance(flow, run, step, ANSWER, typed)
         elif step.expects is Expects.CHOICE:
@@ -625,7 +627,7 @@ class Turn:
                 index = next((n for n, choice in enumerate(step.choices)
                               if choice.typed_as(normalise(typed))), None)
             if index is None:
-                self._say("system/expected_choice.j2", buttons=buttons,
+                self._say("system/expected_choice.j2", buttons=buttons(),
                           labels=self._labels(step))
                 return
             self._advance(flow, run, step, pick(step.choices[index].value),
@@ -633,7 +635,7 @@ class Turn:
         elif step.expects is Expects.SCALE:
             number = parse_scale(typed, *step.scale)
             if number is None:
-                self._say("system/expected_scale.j2", buttons=buttons,
+                self._say("system/expected_scale.j2", buttons=buttons(),
                           low=step.scale[0], high=step.scale[1])
                 return
             self._advance(flow, run, step, self._scale_event(step, number), number)
@@ -641,7 +643,7 @@ class Turn:
             index = match_label(typed, self._labels(step))
             code = step.choices[index].value if index is not None else parse_country(typed)
             if code is None:
-                self._say("system/expected_country.j2", buttons=buttons)
+                self._say("system/expected_country.j2", buttons=buttons())
                 return
             self._advance(flow, run, step, ANSWER, code)
         elif step.expects is Expects.LANGUAGE:
@@ -649,7 +651,7 @@ class Turn:
             index = match_label(typed, [locale_display_name(code) for code in locales])
             locale = locales[index] if index is not None else parse_language(typed, locales)
             if locale is None:
-                self._say("system/expected_choice.j2", buttons=buttons,
+                self._say("system/expected_choice.j2", buttons=buttons(),
                           labels=[locale_display_name(code) for code in locales])
                 return
             self._advance(flow, run, step, ANSWER, locale)
@@ -657,7 +659,7 @@ class Turn:
             index = match_label(typed, self._labels(step))
             when = parse_clock(typed) if index is None else _clock_value(step.choices[index].value)
             if when is None:
-                self._say("system/expected_time.j2", buttons=buttons)
+                self._say("system/expected_time.j2", buttons=buttons())
                 return
             self._advance(flow, run, step, ANSWER, when.strftime("%H:%M"))
         elif step.expects is Expects.TIMEZONE:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from bot.crisis import Category, CrisisDetector, CrisisMatch, default_detector
+from bot.crisis.detector import _apostrophe_letters
 
 CORPUS_PATH = Path(__file__).resolve().parent / "data" / "crisis_corpus.yaml"
 BLIND_PATH = Path(__file__).resolve().parent / "data" / "crisis_blind.yaml"
@@ -328,3 +329,25 @@ def test_category_values() -> None:
         "abuse",
         "child_at_risk",
     ]
+
+
+@pytest.mark.parametrize(("pattern", "letters"), [
+    (r"\bcan't\b", "can't"),
+    (r"n't\b", "n't"),
+    (r"\b(he|she|it)'s\b", "'s"),
+    (r"a'b?", "a'"),  # an optional letter is not required
+])
+def test_a_contraction_rule_runs_only_where_its_letters_are(pattern: str, letters: str) -> None:
+    assert _apostrophe_letters(pattern) == letters
+
+
+@pytest.mark.parametrize("pattern", [r"\bcan\b", r"(can't|won't)", r"x|'s"])
+def test_a_contraction_rule_must_name_its_apostrophe_outside_groups(pattern: str) -> None:
+    with pytest.raises(ValueError, match="apostrophe"):
+        _apostrophe_letters(pattern)
+
+
+def test_several_contractions_in_one_message_are_all_spelled_out() -> None:
+    detector = default_detector()
+    assert detector.normalise("I'm sure he’s fine, can't you hear? Let's go, you'd say") == \
+        "i am sure he is fine. can not you hear. let us go. you would say"

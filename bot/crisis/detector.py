@@ -66,7 +66,9 @@ class CrisisMatch:
 _QUOTES = str.maketrans({c: "'" for c in "\u2019\u2018\u00b4`\u02bc\u2032\u201b\uff07"})
 _BREAKS = re.compile(r"[.!?;:,\u2026\n\r]+|\s[-\u2013\u2014]+\s")
 _NON_WORD = re.compile(r"[^\w.]+|_")
-_REPEATS = re.compile(r"([^\W\d_])\1+")
+# A letter the same letter follows: deleting each leaves one of every run, with an empty
+# replacement, which re.sub does without calling back into Python for every match.
+_REPEATED = re.compile(r"([^\W\d_])(?=\1)")
 _TOKENS = re.compile(r"[^\W_]+|\.")
 _STAR_IN_WORD = re.compile(r"(?<=[^\W\d_])\*+(?=[^\W\d_])")
 # Two one-letter words with only spaces and full stops between: where a spelled-out word may
@@ -76,7 +78,7 @@ _LETTER_PAIR = re.compile(r"(?<![^\W_])[^\W\d_][ .]+[^\W\d_](?![^\W_])")
 
 def collapse(text: str) -> str:
     """Collapse every run of a repeated letter to one letter ("kiiill" -> "kil")."""
-    return _REPEATS.sub(r"\1", text)
+    return _REPEATED.sub("", text)
 
 
 def _strip_accents(text: str) -> str:
@@ -99,6 +101,19 @@ def _one_typo_variants(word: str) -> set[str]:
     return {collapse(v) for v in deletes | swaps | subs | inserts} - {word}
 
 
+def _apostrophe_letters(pattern: str) -> str:
+    """The literal letters around the apostrophe of a contraction rule ("n't\\b" -> "n't").
+
+    Read from the pattern outside any group, so every text the rule matches holds them.
+    """
+    top_level = re.sub(r"\((?:[^()\\]|\\.)*\)", "(", pattern.replace("\\b", ""))
+    found = re.search(r"[a-z]*'[a-z]*(?![?*+{])", top_level)
+    if found is None or "|" in top_level:
+        raise ValueError(f"a rule under `apostrophes` needs an apostrophe outside any group, "
+                         f"not made optional, and no alternation outside a group: {pattern}")
+    return found.group()
+
+
 class Normaliser:
     """Turns a message into the canonical text the rules are written against."""
 
@@ -107,11 +122,11 @@ class Normaliser:
         self._leet = leet
         chars = re.escape("".join(leet))
         self._leet_re = re.compile(rf"(?<=[^\W\d_])[{chars}](?=[^\W\d_])")
-        self._apostrophes = [(re.compile(p), r) for p, r in spec["apostrophes"]]
-        if any("'" not in p for p, _ in spec["apostrophes"]):
-            raise ValueError("every rule under `apostrophes` must have an apostrophe")
-        # Any of them: when none is in a text, none has anything to replace.
-        self._any_apostrophe = re.compile("|".join(f"(?:{p})" for p, _ in spec["apostrophes"]))
+        self._any_leet = re.compile(f"[{chars}]")  # none in the text: nothing to replace
+        # Each rule with the letters around its apostrophe ("n't"), which every text it
+        # matches holds: a rule whose letters are not in the text is not run.
+        self._apostrophes = [(_apostrophe_letters(p), re.compile(p), r)
+                             for p, r in spec["apostrophes"]]
         self._tokens = {collapse(k): collapse(v) for k, v in spec["tokens"].items()}
         self._fuzzy = self._fuzzy_table(spec["fuzzy"], spec["fuzzy_except"])
         # A word as _assemble writes it: its shorthand spelled out, then a typo (in a word of
@@ -142,11 +157,14 @@ class Normaliser:
         text = _strip_accents(unicodedata.normalize("NFKC", text.translate(_QUOTES)).casefold())
         if self._symbols_re is not None and not text.isascii():
             text = self._symbols_re.sub(lambda m: f" {self._symbols[m.group()]} ", text)
-        text = self._leet_re.sub(lambda m: self._leet[m.group()], text)
-        text = _STAR_IN_WORD.sub("", text)
-        if "'" in text and self._any_apostrophe.search(text):
-            for pattern, replacement in self._apostrophes:
-                text = pattern.sub(replacement, text)
+        if self._any_leet.search(text):
+            text = self._leet_re.sub(lambda m: self._leet[m.group()], text)
+        if "*" in text:
+            text = _STAR_IN_WORD.sub("", text)
+        if "'" in text:
+            for letters, pattern, replacement in self._apostrophes:
+                if letters in text:
+                    text = pattern.sub(replacement, text)
         text = _BREAKS.sub(".", text.replace("'", ""))
         text = collapse(_NON_WORD.sub(" ", text))
         tokens = _TOKENS.findall(text)
