@@ -9,8 +9,8 @@ the flow's machine, renders what to send, and leaves the changes to be committed
 from __future__ import annotations
 
 import logging
-from datetime import time, timedelta
-from functools import partial
+from datetime import date, time, timedelta
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 from babel.dates import format_date, get_day_names
@@ -313,10 +313,9 @@ class Turn:
         days = {local_day(as_utc(moment), zone) for moment in
                 self.unit.practice_moments(self.user, since)}
         practised = {day.day for day in days if day >= month_start and day <= today}
-        names = get_day_names("abbreviated", locale=self.locale)
         return CalendarRequest(today.year, today.month, frozenset(practised), today.day,
-                               format_date(today, "LLLL yyyy", locale=self.locale),
-                               tuple(names[index] for index in range(7)))
+                               _month_title(today.year, today.month, self.locale),
+                               _day_names(self.locale))
 
     def _journal(self, page: int, only: str | None = None) -> None:
         flow = only[2:] if only and only.startswith("f_") else None
@@ -891,6 +890,19 @@ class Turn:
     def _commands(self) -> list[dict[str, str]]:
         return [{"command": f"/{command}", "description": self._t(description)}
                 for command, description in self.engine.command_menu()]
+
+
+@lru_cache(maxsize=256)
+def _month_title(year: int, month: int, locale: str) -> str:
+    """"November 2026" in the person's language (Babel parses the locale on every call)."""
+    return format_date(date(year, month, 1), "LLLL yyyy", locale=locale)
+
+
+@lru_cache(maxsize=64)
+def _day_names(locale: str) -> tuple[str, ...]:
+    """The week's abbreviated day names, Monday first, in the person's language."""
+    names = get_day_names("abbreviated", locale=locale)
+    return tuple(names[index] for index in range(7))
 
 
 def _clock_value(value: str) -> time | None:
