@@ -26,7 +26,7 @@ from bot.rendering import Renderer
 from bot.schedule_times import due_on, in_quiet_hours, local_day, next_daily_due
 from bot.storage.models import User, as_utc
 from bot.storage.repository import DueRow, FinishRow, UnitOfWork
-from bot.views import PLACEHOLDER, UserView
+from bot.views import PLACEHOLDER, LiveUserView
 
 if TYPE_CHECKING:
     from bot.turn import Turn
@@ -394,7 +394,7 @@ class DailyBatch:
         if buttons is None:
             buttons = prompt_buttons(partial(self.renderer.gettext, locale), discreet)
             self._buttons[(locale, discreet)] = buttons
-        view = UserView.of(user) if user is not None else PLACEHOLDER
+        view = LiveUserView(user) if user is not None else PLACEHOLDER
         texts = self.renderer.render(_PROMPT_TEMPLATE, locale, {
             "user": view, "prompt": prompt, "discreet": discreet, "intro": False,
             "answers": {}})

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.draft_checker import PATTERNS, default_checker
 from bot.storage.repository import answers_copy
-from bot.views import UserView
+from bot.views import LiveUserView
 
 if TYPE_CHECKING:
     from bot.actions import ActionCall
@@ -58,7 +58,7 @@ def composed_message(call: ActionCall) -> str:
     turn = call.turn
     rendered = turn.engine.renderer.render_plain(
         MESSAGE_TEMPLATE, turn.locale,
-        {"user": UserView.of(turn.user), "answers": dict(call.run.answers)})
+        {"user": LiveUserView(turn.user), "answers": dict(call.run.answers)})
     return " ".join(html.unescape(rendered).split())  # the template escapes; the checker reads
 
 

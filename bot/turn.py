@@ -51,7 +51,7 @@ from bot.schedule_times import (
 )
 from bot.storage.models import FlowRun, ScheduledJob, User, as_utc, utcnow
 from bot.storage.repository import HIDE_WINDOW, UnitOfWork, answers_copy
-from bot.views import UserView, resources_view
+from bot.views import LiveUserView, resources_view
 
 if TYPE_CHECKING:
     from bot.engine import Engine
@@ -868,7 +868,7 @@ class Turn:
              **context: Any) -> None:
         context.setdefault("answers", {})
         texts = self.engine.renderer.render(template, self.locale,
-                                            {"user": UserView.of(self.user), **context})
+                                            {"user": LiveUserView(self.user), **context})
         for index, text in enumerate(texts):
             last = index == len(texts) - 1
             self.reply.messages.append(Message(text, buttons if last else ()))

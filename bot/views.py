@@ -35,19 +35,16 @@ class UserView:
     weekly_day: int | None = None
     discreet: bool = False
 
-    @classmethod
-    def of(cls, user: User) -> LiveUserView:
-        """The view of `user` that a template reads as it renders (see LiveUserView)."""
-        return LiveUserView(user)
-
 
 class LiveUserView:
     """UserView's names, each read from the person's row only if the template asks for it.
 
-    A template reads one or two of them, so copying all fourteen (through SQLAlchemy's
-    attribute instrumentation) for every message cost more than rendering some templates.
-    The view is rendered at once, so it shows the row as it is at that moment, as a copy
-    made then would. Any other name is missing, as it is from a UserView.
+    This is what turns hand to templates; UserView itself is for samples and placeholders,
+    where there is no row. A template reads one or two of the names, so copying all
+    fourteen (through SQLAlchemy's attribute instrumentation) for every message cost more
+    than rendering some templates. The view is rendered at once, so it shows the row as it
+    is at that moment, as a copy made then would. Any other name is missing, as it is from
+    a UserView.
     """
 
     __slots__ = ("_user",)

@@ -108,11 +108,11 @@ def test_templates_read_the_person_as_the_view_names_them() -> None:
     from dataclasses import fields
 
     from bot.storage.models import User
-    from bot.views import UserView
+    from bot.views import LiveUserView, UserView
 
     user = User(chat_id=1, first_name="Ana", language="en", focus=None, country="GB",
                 keep_reflections=True, daily_time="08:30", weekly_day=None, discreet=None)
-    view = UserView.of(user)
+    view = LiveUserView(user)
     expected = {"first_name": "Ana", "focus": "none", "country": "GB",
                 "country_name": "United Kingdom", "keep_reflections": True, "language": "en",
                 "daily_time": "08:30", "weekly_day": None, "discreet": False, "timezone": ""}
