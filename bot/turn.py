@@ -894,7 +894,8 @@ class Turn:
 
 @lru_cache(maxsize=256)
 def _month_title(year: int, month: int, locale: str) -> str:
-    """"November 2026" in the person's language (Babel parses the locale on every call)."""
+    """The month and year ("November 2026") in the person's language; Babel parses the
+    locale on every call, so each title is made once."""
     return format_date(date(year, month, 1), "LLLL yyyy", locale=locale)
 
 
