@@ -87,13 +87,8 @@ class Renderer:
 
     def render(self, name: str, locale: str, context: Mapping[str, Any]) -> list[str]:
         """Render template `name` for `locale`; returns the chat messages it makes."""
-        template = self._template(name, locale)
-        token = _current_locale.set(locale)
-        try:
-            text = template.render(**context)
-        finally:
-            _current_locale.reset(token)
-        parts = [part.strip() for part in MESSAGE_SPLIT.split(text)]
+        parts = [part.strip()
+                 for part in MESSAGE_SPLIT.split(self.render_plain(name, locale, context))]
         return [part for part in parts if part]
 
     def _template(self, name: str, locale: str) -> Template:
@@ -114,7 +109,7 @@ class Renderer:
 
     def render_plain(self, name: str, locale: str, context: Mapping[str, Any]) -> str:
         """Render a template that is not a chat message (e.g. a Markdown export) as one text."""
-        template = self.env.select_template([f"{locale}/{name}", f"{self.default_locale}/{name}"])
+        template = self._template(name, locale)
         token = _current_locale.set(locale)
         try:
             return template.render(**context)

@@ -303,13 +303,17 @@ class UnitOfWork:
             return found
         values = {"chat_id": chat_id, "first_name": first_name[:128], "language": language,
                   "onboarded": False, "created_at": utcnow(), "updated_at": utcnow()}
-        dialect = self.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(User).values(**values).on_conflict_do_nothing(index_elements=["chat_id"])
+        statement = (self._dialect_insert()(User).values(**values)
+                     .on_conflict_do_nothing(index_elements=["chat_id"]))
         self.session.execute(statement)
         created = self._user(chat_id)
         assert created is not None
         return created
+
+    def _dialect_insert(self) -> Callable[..., Any]:
+        """The database's own INSERT construct, which has ON CONFLICT DO NOTHING."""
+        dialect = self.session.get_bind().dialect.name
+        return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     def claim_update(self, user: User, update_id: int) -> bool:
         """True the first time `update_id` is seen for this person; False for a repeat.
@@ -472,11 +476,10 @@ class UnitOfWork:
     def plan_job(self, user: User, kind: str, due_at: datetime, local_date: date | None = None,
                  prompt_id: str | None = None) -> None:
         """Add a job; a second daily prompt for the same local day is quietly not added."""
-        dialect = self.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self.session.execute(
-            insert(ScheduledJob).values(user_id=user.id, kind=kind, due_at=due_at,
-                                        local_date=local_date, state="due", prompt_id=prompt_id)
+            self._dialect_insert()(ScheduledJob)
+            .values(user_id=user.id, kind=kind, due_at=due_at, local_date=local_date,
+                    state="due", prompt_id=prompt_id)
             .on_conflict_do_nothing()
         )
 
