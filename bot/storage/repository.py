@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from bot.storage.database import is_sqlite, postgres_engine, sqlite_engine, upgrade_schema
+from bot.storage.direct import DirectWriter, DriverStatement
 from bot.storage.models import (
     ChatMessage,
     CrisisEvent,
@@ -84,6 +85,11 @@ _OPEN_RUN = (
 
 
 _JOBS: Table = ScheduledJob.__table__  # type: ignore[assignment]
+_REFLECTIONS: Table = Reflection.__table__  # type: ignore[assignment]
+_INSERT_REFLECTION = DriverStatement(
+    insert(_REFLECTIONS).values({column: bindparam(column) for column in
+                                 ("user_id", "flow", "step", "question", "text", "created_at")}),
+    {column.key: column.type for column in _REFLECTIONS.columns})
 _USERS: Table = User.__table__  # type: ignore[assignment]
 _RUNS: Table = FlowRun.__table__  # type: ignore[assignment]
 
@@ -373,8 +379,11 @@ class UnitOfWork:
         run.answers = {}  # what was worth keeping is in reflections; the rest ends with the flow
 
     def keep_reflection(self, user: User, run: FlowRun, question: str, text: str) -> None:
-        self.session.add(Reflection(user_id=user.id, flow=run.flow, step=run.step,
-                                    question=question, text=text))
+        # Written now, through the driver: the ORM's flush of a new object costs several
+        # times the statement, and nothing in a turn needs the Reflection object itself.
+        _INSERT_REFLECTION.run(self.session, {
+            "user_id": user.id, "flow": run.flow, "step": run.step, "question": question,
+            "text": text, "created_at": utcnow()})
 
     def completed_counts(self, user: User) -> dict[str, int]:
         result = self.session.execute(
@@ -826,6 +835,7 @@ class SqliteRepository(Repository):
         super().__init__()
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        DirectWriter().listen(self._sessions)
 
     async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
         # One process per SQLite file: the engine's per-chat lock is all the ordering needed.
@@ -853,7 +863,11 @@ class PostgresRepository(Repository):
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__()
         self.engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # A Session class of its own, so that the writer listens to this repository only.
+        sync_sessions = type("PostgresSession", (Session,), {})
+        DirectWriter().listen(sync_sessions)
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False,
+                                            sync_session_class=sync_sessions)
 
     async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
         async with self._sessions() as session, session.begin():

@@ -1,0 +1,190 @@
+"""A turn's changes to people and runs, written by bot.storage.direct instead of the ORM's
+flush: the same rows result, the optimistic lock on runs still holds, and nothing changed
+means nothing written. On SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import Engine, event, text
+from sqlalchemy.orm.exc import StaleDataError
+
+from bot.storage.crypto import cipher_from
+from bot.storage.models import FlowRun, User
+from bot.storage.repository import Repository, UnitOfWork
+from tests.helpers import migrated
+
+
+def sync_engine(repository: Repository) -> Engine:
+    engine: Any = repository.engine  # type: ignore[attr-defined]
+    return engine.sync_engine if hasattr(engine, "sync_engine") else engine
+
+
+@contextmanager
+def statements(repository: Repository) -> Iterator[list[str]]:
+    """The SQL sent to the database meanwhile, one line each."""
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    engine = sync_engine(repository)
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+def updates_of(seen: list[str], table: str) -> list[str]:
+    return [line for line in seen if line.startswith(f"UPDATE {table} ")]
+
+
+async def person_in_a_flow(repository: Repository) -> tuple[int, int]:
+    def create(unit: UnitOfWork) -> tuple[int, int]:
+        user = unit.user_for_chat(77, "Sam", "en")
+        run = unit.start_run(user, "aware", "triggers")
+        user.active_flow = "aware"
+        return user.id, run.id
+
+    return await repository.run(create)
+
+
+def load(unit: UnitOfWork, run_id: int) -> tuple[User, FlowRun]:
+    user = unit.user_for_chat(77, "Sam", "en")
+    run = unit.run_by_id(run_id)
+    assert run is not None
+    return user, run
+
+
+async def test_changes_are_stored_with_one_update_per_row(repository: Repository) -> None:
+    _, run_id = await person_in_a_flow(repository)
+
+    def read(unit: UnitOfWork) -> tuple[Any, ...]:
+        user, run = load(unit, run_id)
+        return (run.version, run.updated_at, user.updated_at)
+
+    version, run_updated, user_updated = await repository.run(read)
+
+    def advance(unit: UnitOfWork) -> None:
+        user, run = load(unit, run_id)
+        user.focus = "partner"
+        user.recent_updates = [*user.recent_updates, 501]
+        run.step = "past"
+        run.answers = {"triggers": "When plans change, I tense up ✨"}
+
+    with statements(repository) as seen:
+        await repository.run(advance)
+    assert len(updates_of(seen, "users")) == 1
+    assert len(updates_of(seen, "flow_runs")) == 1
+    assert "version" in updates_of(seen, "flow_runs")[0]
+
+    def reread(unit: UnitOfWork) -> tuple[Any, ...]:
+        user, run = load(unit, run_id)
+        return (user.focus, user.recent_updates, run.step, run.answers, run.version,
+                run.updated_at, user.updated_at)
+
+    focus, recent, step, answers, new_version, run_now, user_now = await repository.run(reread)
+    assert (focus, recent, step) == ("partner", [501], "past")
+    assert answers == {"triggers": "When plans change, I tense up ✨"}
+    assert new_version == version + 1
+    assert run_now > run_updated and user_now > user_updated
+
+
+async def test_the_answers_are_stored_encrypted(repository: Repository) -> None:
+    _, run_id = await person_in_a_flow(repository)
+
+    def answer(unit: UnitOfWork) -> None:
+        _, run = load(unit, run_id)
+        run.answers = {"triggers": "Sentinel-4b2e words"}
+
+    await repository.run(answer)
+    stored = await repository.run(lambda unit: unit.session.execute(
+        text("SELECT answers FROM flow_runs WHERE id = :id"), {"id": run_id}).scalar_one())
+    assert "Sentinel-4b2e" not in stored and stored.startswith("gAAAAA")
+
+
+async def test_a_run_changed_since_it_was_read_is_not_overwritten(
+        repository: Repository) -> None:
+    _, run_id = await person_in_a_flow(repository)
+
+    def write_over_a_newer_version(unit: UnitOfWork) -> None:
+        _, run = load(unit, run_id)
+        # Another worker moves the run on after this one read it.
+        unit.session.execute(text("UPDATE flow_runs SET step = 'stress', version = version + 1 "
+                                  "WHERE id = :id"), {"id": run_id})
+        run.step = "past"
+
+    with pytest.raises(StaleDataError):
+        await repository.run(write_over_a_newer_version)
+
+    def step(unit: UnitOfWork) -> str:
+        return load(unit, run_id)[1].step
+
+    assert await repository.run(step) == "triggers"  # the whole turn was rolled back
+
+
+async def test_setting_the_same_values_writes_nothing(repository: Repository) -> None:
+    _, run_id = await person_in_a_flow(repository)
+
+    def same_again(unit: UnitOfWork) -> None:
+        user, run = load(unit, run_id)
+        user.focus = user.focus
+        user.active_flow = "aware"
+        run.step = "triggers"
+        run.answers = dict(run.answers)
+
+    with statements(repository) as seen:
+        await repository.run(same_again)
+    assert updates_of(seen, "users") == [] and updates_of(seen, "flow_runs") == []
+
+
+async def test_later_changes_in_the_same_turn_are_written_too(repository: Repository) -> None:
+    """A query in the middle of a turn flushes what changed so far; what changes after it
+    must still reach the database at commit."""
+    _, run_id = await person_in_a_flow(repository)
+
+    def two_flushes(unit: UnitOfWork) -> None:
+        user, run = load(unit, run_id)
+        run.step = "past"
+        assert unit.completed_counts(user) == {}  # flushes the step first
+        run.step = "boundaries"
+        user.country = "GB"
+
+    await repository.run(two_flushes)
+
+    def reread(unit: UnitOfWork) -> tuple[str, str | None, int]:
+        user, run = load(unit, run_id)
+        return run.step, user.country, run.version
+
+    step, country, version = await repository.run(reread)
+    assert (step, country) == ("boundaries", "GB")
+    assert version == 3  # written at the query and again at commit
+
+
+async def test_two_databases_with_their_own_keys_each_read_their_reflections(
+        tmp_path: Path) -> None:
+    """Statements are compiled once, but the key travels with each database's engine."""
+    repositories = [await migrated(f"sqlite:///{tmp_path / f'haven{n}.sqlite3'}",
+                                   cipher_from([Fernet.generate_key()])) for n in (1, 2)]
+    try:
+        for n, repository in enumerate(repositories):
+            def keep(unit: UnitOfWork, words: str = f"Words of database {n}") -> None:
+                user = unit.user_for_chat(77, "Sam", "en")
+                unit.keep_reflection(user, unit.start_run(user, "aware", "triggers"),
+                                     "triggers", words)
+
+            await repository.run(keep)
+        for n, repository in enumerate(repositories):
+            kept = await repository.run(lambda unit: [
+                reflection.text for reflection in
+                unit.reflections(unit.user_for_chat(77, "Sam", "en"))])
+            assert kept == [f"Words of database {n}"]
+    finally:
+        for repository in repositories:
+            await repository.close()
