@@ -63,7 +63,14 @@ HIDE_WINDOW = timedelta(hours=48)  # how long Telegram lets a bot delete a messa
 RECENT_UPDATES = 32
 
 
-# The statements of every turn, built once (building one costs more than running it).
+_JOBS: Table = ScheduledJob.__table__  # type: ignore[assignment]
+_USERS: Table = User.__table__  # type: ignore[assignment]
+_RUNS: Table = FlowRun.__table__  # type: ignore[assignment]
+_REFLECTIONS: Table = Reflection.__table__  # type: ignore[assignment]
+
+# The statements of every turn, built once: building one, and SQLAlchemy's work for a
+# statement it has not seen, cost several times running it. Those that return plain
+# values name table columns, which keeps the ORM out of their execution.
 _USER = select(User).where(User.chat_id == bindparam("chat_id"))
 _ACTIVE_RUN = aliased(FlowRun)
 _USER_WITH_ACTIVE_RUN = (
@@ -82,16 +89,59 @@ _OPEN_RUN = (
     .order_by(FlowRun.id.desc())
     .limit(1)
 )
+# A person's first contact, by database: a second message racing the first adds no one.
+_NEW_USER = {
+    name: dialect.insert(_USERS).values({column: bindparam(column) for column in (
+        "chat_id", "first_name", "language", "onboarded", "created_at", "updated_at")})
+    .on_conflict_do_nothing(index_elements=["chat_id"])
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
+_OPEN_RUNS = select(FlowRun).where(FlowRun.user_id == bindparam("user_id"),
+                                   FlowRun.status == OPEN)
+_COMPLETED_COUNTS = (
+    select(_RUNS.c.flow, func.count())
+    .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == DONE)
+    .group_by(_RUNS.c.flow)
+)
+_CANCEL_JOBS = delete(ScheduledJob).where(
+    ScheduledJob.user_id == bindparam("user_id"), ScheduledJob.kind == bindparam("kind"),
+    ScheduledJob.state == "due")
+_REFLECTIONS_SINCE = select(_REFLECTIONS.c.created_at).where(
+    _REFLECTIONS.c.user_id == bindparam("user_id"),
+    _REFLECTIONS.c.created_at >= bindparam("since"))
+_RUNS_FINISHED_SINCE = select(_RUNS.c.completed_at).where(
+    _RUNS.c.user_id == bindparam("user_id"), _RUNS.c.completed_at >= bindparam("since"))
 
 
-_JOBS: Table = ScheduledJob.__table__  # type: ignore[assignment]
-_REFLECTIONS: Table = Reflection.__table__  # type: ignore[assignment]
+def _reflection_filter(flow: bool, theme: bool) -> list[Any]:
+    """Whose reflections (parameter user_id), of which flow (`flow`) or daily theme (`theme`)."""
+    conditions: list[Any] = [_REFLECTIONS.c.user_id == bindparam("user_id")]
+    if flow:
+        conditions.append(_REFLECTIONS.c.flow == bindparam("flow"))
+    if theme:
+        conditions += [_REFLECTIONS.c.flow == "daily", _REFLECTIONS.c.step == bindparam("theme")]
+    return conditions
+
+
+# Counting a person's reflections: all, a flow's, a theme's; by (flow given, theme given).
+_REFLECTION_COUNTS = {
+    (flow, theme): select(func.count()).select_from(_REFLECTIONS)
+    .where(*_reflection_filter(flow, theme))
+    for flow in (False, True) for theme in (False, True)
+}
+_SAFETY_CHECKS = select(SafetyCheck).where(SafetyCheck.user_id == bindparam("user_id"))
+# A person's safety checks, oldest first: all, or (True) one relationship's.
+_SAFETY_CHECKS_BY_RELATIONSHIP = {
+    False: _SAFETY_CHECKS.order_by(SafetyCheck.created_at, SafetyCheck.id),
+    True: _SAFETY_CHECKS.where(SafetyCheck.relationship == bindparam("relationship"))
+    .order_by(SafetyCheck.created_at, SafetyCheck.id),
+}
+
+
 _INSERT_REFLECTION = DriverStatement(
     insert(_REFLECTIONS).values({column: bindparam(column) for column in
                                  ("user_id", "flow", "step", "question", "text", "created_at")}),
     {column.key: column.type for column in _REFLECTIONS.columns})
-_USERS: Table = User.__table__  # type: ignore[assignment]
-_RUNS: Table = FlowRun.__table__  # type: ignore[assignment]
 
 
 class DueRow(NamedTuple):
@@ -307,19 +357,20 @@ class UnitOfWork:
             if found.active_flow:
                 self._open_runs[(found.id, found.active_flow)] = row[1]
             return found
-        values = {"chat_id": chat_id, "first_name": first_name[:128], "language": language,
-                  "onboarded": False, "created_at": utcnow(), "updated_at": utcnow()}
-        statement = (self._dialect_insert()(User).values(**values)
-                     .on_conflict_do_nothing(index_elements=["chat_id"]))
-        self.session.execute(statement)
+        now = utcnow()
+        self.session.execute(_NEW_USER[self._dialect()], {
+            "chat_id": chat_id, "first_name": first_name[:128], "language": language,
+            "onboarded": False, "created_at": now, "updated_at": now})
         created = self._user(chat_id)
         assert created is not None
         return created
 
+    def _dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
     def _dialect_insert(self) -> Callable[..., Any]:
         """The database's own INSERT construct, which has ON CONFLICT DO NOTHING."""
-        dialect = self.session.get_bind().dialect.name
-        return postgresql.insert if dialect == "postgresql" else sqlite.insert
+        return postgresql.insert if self._dialect() == "postgresql" else sqlite.insert
 
     def claim_update(self, user: User, update_id: int) -> bool:
         """True the first time `update_id` is seen for this person; False for a repeat.
@@ -347,10 +398,7 @@ class UnitOfWork:
         return self._open_runs[key]
 
     def open_runs(self, user: User) -> list[FlowRun]:
-        result = self.session.execute(
-            select(FlowRun).where(FlowRun.user_id == user.id, FlowRun.status == OPEN)
-        )
-        return list(result.scalars())
+        return list(self.session.execute(_OPEN_RUNS, {"user_id": user.id}).scalars())
 
     def start_run(self, user: User, flow: str, step: str) -> FlowRun:
         run = FlowRun(user_id=user.id, flow=flow, step=step, answers={}, status=OPEN)
@@ -386,19 +434,14 @@ class UnitOfWork:
             "text": text, "created_at": utcnow()})
 
     def completed_counts(self, user: User) -> dict[str, int]:
-        result = self.session.execute(
-            select(FlowRun.flow, func.count())
-            .where(FlowRun.user_id == user.id, FlowRun.status == DONE)
-            .group_by(FlowRun.flow)
-        )
+        result = self.session.execute(_COMPLETED_COUNTS, {"user_id": user.id})
         return {flow: count for flow, count in result.all()}
 
     def reflection_count(self, user: User, flow: str | None = None,
                          theme: str | None = None) -> int:
+        statement = _REFLECTION_COUNTS[(flow is not None, theme is not None)]
         result = self.session.execute(
-            select(func.count()).select_from(Reflection)
-            .where(*_reflection_filter(user, flow, theme))
-        )
+            statement, {"user_id": user.id, "flow": flow, "theme": theme})
         return int(result.scalar_one())
 
     def reflections_page(self, user: User, offset: int, limit: int, flow: str | None = None,
@@ -406,18 +449,17 @@ class UnitOfWork:
         """Reflections newest first, `limit` of them after skipping `offset`; a flow's only,
         or (for daily prompts, whose step is the theme) a theme's only, if asked."""
         result = self.session.execute(
-            select(Reflection).where(*_reflection_filter(user, flow, theme))
+            select(Reflection).where(*_reflection_filter(flow is not None, theme is not None))
             .order_by(Reflection.created_at.desc(), Reflection.id.desc())
-            .offset(offset).limit(limit)
-        )
+            .offset(offset).limit(limit),
+            {"user_id": user.id, "flow": flow, "theme": theme})
         return list(result.scalars())
 
     def practice_moments(self, user: User, since: datetime) -> list[datetime]:
         """When the person practised since `since`: reflections kept and flows finished."""
-        kept = self.session.execute(select(Reflection.created_at).where(
-            Reflection.user_id == user.id, Reflection.created_at >= since)).scalars()
-        finished = self.session.execute(select(FlowRun.completed_at).where(
-            FlowRun.user_id == user.id, FlowRun.completed_at >= since)).scalars()
+        values = {"user_id": user.id, "since": since}
+        kept = self.session.execute(_REFLECTIONS_SINCE, values).scalars()
+        finished = self.session.execute(_RUNS_FINISHED_SINCE, values).scalars()
         return [moment for moment in (*kept, *finished) if moment is not None]
 
     def reflection_kinds(self, user: User) -> list[tuple[str, str]]:
@@ -544,9 +586,7 @@ class UnitOfWork:
                                     question=prompt_id, text=text))
 
     def cancel_jobs(self, user: User, kind: str) -> None:
-        self.session.execute(delete(ScheduledJob).where(
-            ScheduledJob.user_id == user.id, ScheduledJob.kind == kind,
-            ScheduledJob.state == "due"))
+        self.session.execute(_CANCEL_JOBS, {"user_id": user.id, "kind": kind})
 
     def claim_due_jobs(self, now: datetime, lease: timedelta, limit: int) -> list[int]:
         """Claim up to `limit` due jobs; another worker's live claims are skipped, not waited on."""
@@ -733,11 +773,9 @@ class UnitOfWork:
 
     def safety_checks(self, user: User, relationship: str | None = None) -> list[SafetyCheck]:
         """The person's safety checks, oldest first; one relationship's only, if asked."""
-        query = select(SafetyCheck).where(SafetyCheck.user_id == user.id)
-        if relationship is not None:
-            query = query.where(SafetyCheck.relationship == relationship)
         return list(self.session.execute(
-            query.order_by(SafetyCheck.created_at, SafetyCheck.id)).scalars())
+            _SAFETY_CHECKS_BY_RELATIONSHIP[relationship is not None],
+            {"user_id": user.id, "relationship": relationship}).scalars())
 
     def erase(self, user: User) -> None:
         """Remove the person and everything of theirs (every table cascades from users)."""
@@ -900,14 +938,6 @@ def raw_rows(unit: UnitOfWork, sql: str) -> list[Any]:
     """Rows of a raw query, for checks that must look past encryption."""
     return list(unit.session.execute(text(sql)).all())
 
-
-def _reflection_filter(user: User, flow: str | None, theme: str | None) -> list[Any]:
-    conditions: list[Any] = [Reflection.user_id == user.id]
-    if flow is not None:
-        conditions.append(Reflection.flow == flow)
-    if theme is not None:
-        conditions += [Reflection.flow == "daily", Reflection.step == theme]
-    return conditions
 
 
 def answers_copy(answers: dict[str, Any]) -> dict[str, Any]:
