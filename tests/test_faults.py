@@ -235,8 +235,9 @@ async def test_a_turn_committed_but_unconfirmed(
 async def test_postgres_backends_terminated_mid_turn(
     fake: FakeTelegram, postgres_available: None, tmp_path: Path  # noqa: F811
 ) -> None:
-    """The server ends every connection of the bot (pg_terminate_backend), one of them in the
-    middle of a turn: that message is asked for again, and the next ones work at once."""
+    """The server ends every connection of the bot (pg_terminate_backend), one of them while
+    a turn waits for its chat's lock. Nothing of that turn was done yet, so it starts again
+    on a fresh connection and the answer is taken, once; the next ones work at once."""
     name, database_url = await fresh_postgres_database()
     # In the bot's database: advisory locks are per database.
     admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
@@ -268,14 +269,43 @@ async def test_postgres_backends_terminated_mid_turn(
         await admin.execute("SELECT pg_advisory_unlock($1)", user.id)
         assert ended >= 1
         (reply,) = await replies_to(user, 1)
-        assert not talk.judge(ANSWERS[1], reply), "a turn whose connection ended was not taken"
+        assert talk.judge(ANSWERS[1], reply), "the turn started again and was taken"
 
-        for text in ANSWERS[1:3]:
+        for text in ANSWERS[2:4]:
             assert await talk.answer(text), f"{text!r} is taken: the bot reconnected by itself"
         assert await stored_awareness(database_url, tmp_path, user.id) == \
-            expected_store(ANSWERS[:3])
+            expected_store(ANSWERS[:4])
     finally:
         await bot.stop()
+        await admin.close()
+        await drop_postgres_database(name)
+
+
+@pytest.mark.postgres
+async def test_connections_ended_while_idle_are_replaced_unnoticed(
+    postgres_available: None, cipher: Any  # noqa: F811
+) -> None:
+    """Pooled connections are not pinged before each use. When the server has ended them
+    while they sat idle, the next turn and the next background work still succeed: the dead
+    connection is met at the first statement, before anything was done, and replaced."""
+    name, database_url = await fresh_postgres_database()
+    admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    repository = await migrated(database_url, cipher)
+
+    async def end_the_bots_connections() -> None:
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+        assert ended >= 1
+
+    try:
+        await repository.run(lambda unit: unit.user_for_chat(5, "Sam", "en").id, 5)
+        await end_the_bots_connections()
+        assert await repository.run(lambda unit: unit.find_user(5) is not None, 5)
+        await end_the_bots_connections()
+        assert await repository.run(lambda unit: unit.find_user(5) is not None)
+    finally:
+        await repository.close()
         await admin.close()
         await drop_postgres_database(name)
 

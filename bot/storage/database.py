@@ -63,7 +63,10 @@ def sqlite_engine(url: str, cipher: MultiFernet, **options: Any) -> Engine:
 
 def postgres_engine(url: str, cipher: MultiFernet, **options: Any) -> AsyncEngine:
     options.setdefault("hide_parameters", True)
-    options.setdefault("pool_pre_ping", True)
+    # No ping before each use: it cost a round trip per turn. A connection found dead is
+    # met at the transaction's first statement instead, and the transaction starts again
+    # on a fresh one (PostgresRepository.run).
+    options.setdefault("pool_pre_ping", False)
     options.setdefault("pool_size", 10)
     options.setdefault("max_overflow", 10)
     engine = create_async_engine(url, **options)
