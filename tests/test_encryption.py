@@ -6,7 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 
 from bot.adapters.console import ConsoleChat
 from bot.app import Content
@@ -117,3 +117,17 @@ async def test_rotation_reencrypts_everything(
     with pytest.raises(Exception):  # noqa: B017 - the old key no longer opens anything
         cipher_from(old_keys).decrypt(after.splitlines()[0].encode())
     assert Fernet  # the library in use
+
+
+def test_the_cipher_remembers_a_bounded_number_of_recent_tokens() -> None:
+    from bot.storage.crypto import RememberingCipher
+
+    cipher = RememberingCipher(cipher_from([Fernet.generate_key()]), size=3)
+    tokens = [cipher.encrypt(f"words {n}".encode()) for n in range(5)]
+    assert len(cipher) == 3, "only the newest three are remembered"
+    assert [cipher.decrypt(token) for token in tokens] == [f"words {n}".encode()
+                                                          for n in range(5)]
+    assert len(cipher) == 3
+    other = RememberingCipher(cipher_from([Fernet.generate_key()]))
+    with pytest.raises(InvalidToken):
+        other.decrypt(tokens[-1])  # what one key's cipher remembers, another's does not know

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -100,6 +101,21 @@ async def test_delete_erases_every_row(chat: ConsoleChat, engine: Engine,
                                         "chat_messages": 0, "crisis_events": 0}
     reply = await chat.send("/start")
     assert "not a crisis service" in texts(reply), "a fresh start, as a new person"
+
+
+async def test_delete_leaves_no_decrypted_words_in_memory(
+        chat: ConsoleChat, repository: Repository) -> None:
+    """The cipher remembers what recent tokens decrypted to (bot.storage.crypto); erasing a
+    person empties that memory too."""
+    from bot.storage.crypto import RememberingCipher
+
+    await reflect(chat)
+    engine: Any = repository.engine  # type: ignore[attr-defined]
+    cipher = getattr(engine, "sync_engine", engine).dialect.haven_cipher
+    assert isinstance(cipher, RememberingCipher) and len(cipher) > 0
+    await chat.send("/delete")
+    await chat.send("Yes, delete everything")
+    assert len(cipher) == 0
 
 
 async def test_after_delete_the_sqlite_files_hold_no_trace(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +71,57 @@ def cipher_from(keys: list[bytes]) -> MultiFernet:
     return MultiFernet([Fernet(key) for key in keys])
 
 
+class RememberingCipher:
+    """A MultiFernet that remembers the plain text of the tokens it last made or read.
+
+    Nearly every turn reads back the person's name and their flow run's answers, both
+    written by an earlier turn: decrypting them cost about 35 us a turn, a tenth of a
+    turn's database work on SQLite. A token is immutable and authenticated, so what it
+    decrypted to once stays true. Only the newest `size` tokens are kept (a few MB at
+    most), per cipher, so a process holding other keys learns nothing from this one;
+    `forget` empties it when a person's data is erased.
+    """
+
+    def __init__(self, cipher: MultiFernet, size: int = 2048) -> None:
+        self.cipher = cipher
+        self.size = size
+        self._plain: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def encrypt(self, plain: bytes) -> bytes:
+        token = self.cipher.encrypt(plain)
+        self._remember(token, plain)
+        return token
+
+    def decrypt(self, token: bytes) -> bytes:
+        plain = self._plain.get(token)
+        if plain is None:
+            plain = self.cipher.decrypt(token)
+            self._remember(token, plain)
+        return plain
+
+    def forget(self) -> None:
+        self._plain.clear()
+
+    def __len__(self) -> int:
+        """How many tokens' plain text is remembered."""
+        return len(self._plain)
+
+    def _remember(self, token: bytes, plain: bytes) -> None:
+        self._plain[token] = plain
+        if len(self._plain) > self.size:
+            self._plain.popitem(last=False)
+
+
 def attach_cipher(engine: Engine, cipher: MultiFernet) -> None:
-    engine.dialect.haven_cipher = cipher  # type: ignore[attr-defined]
+    engine.dialect.haven_cipher = RememberingCipher(cipher)  # type: ignore[attr-defined]
 
 
-def _cipher(dialect: Dialect) -> MultiFernet:
+def forget_plain_text(engine: Engine) -> None:
+    """Drop every decrypted value this engine's cipher remembers (after an erasure)."""
+    _cipher(engine.dialect).forget()
+
+
+def _cipher(dialect: Dialect) -> RememberingCipher:
     cipher = getattr(dialect, "haven_cipher", None)
     if cipher is None:
         raise RuntimeError("no encryption key attached to this database engine")

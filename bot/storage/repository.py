@@ -41,6 +41,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from bot.storage.crypto import forget_plain_text
 from bot.storage.database import is_sqlite, postgres_engine, sqlite_engine, upgrade_schema
 from bot.storage.direct import DirectWriter, DriverStatement
 from bot.storage.models import (
@@ -864,7 +865,11 @@ class Repository:
             await self.run(lambda unit: unit.remember_messages(pending))
 
     async def after_erase(self) -> None:
-        """Make sure erased rows leave no bytes behind."""
+        """Make sure erased rows leave no bytes behind, on disk or in memory."""
+        forget_plain_text(self._sync_engine())
+
+    def _sync_engine(self) -> Engine:
+        raise NotImplementedError
 
 
 class SqliteRepository(Repository):
@@ -893,8 +898,12 @@ class SqliteRepository(Repository):
         with self.engine.begin() as connection:
             upgrade_schema(connection)
 
+    def _sync_engine(self) -> Engine:
+        return self.engine
+
     async def after_erase(self) -> None:
         """Fold the write-ahead log into the (securely deleted) file and empty it."""
+        await super().after_erase()
         with self.engine.connect() as connection:
             autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
             autocommit.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -927,6 +936,9 @@ class PostgresRepository(Repository):
             # sat in the pool): the pool has been emptied, so once more on a fresh one.
             async with self._sessions() as session:
                 return await session.run_sync(_in_transaction, work, chat_id)
+
+    def _sync_engine(self) -> Engine:
+        return self.engine.sync_engine
 
     async def migrate(self) -> None:
         """Upgrade the schema; workers starting together wait for the first to finish."""
