@@ -77,8 +77,8 @@ class MemoryUnit:
                 return run
         return None
 
-    def open_runs(self, user: User) -> list[FlowRun]:
-        return [run for run in self.store.runs[user.id] if run.status == OPEN]
+    def open_steps(self, user: User) -> list[tuple[str, str]]:
+        return [(run.flow, run.step) for run in self.store.runs[user.id] if run.status == OPEN]
 
     def start_run(self, user: User, flow: str, step: str) -> FlowRun:
         run = FlowRun(id=next(self.store._run_ids), user_id=user.id, flow=flow, step=step,

@@ -126,7 +126,7 @@ class DailyPractice:
         since = self.now - RECENT_WINDOW
         recent = [(pid, local_day(as_utc(sent), user.timezone or "UTC"))
                   for pid, sent in self.turn.unit.sent_prompts(user, since)]
-        open_flows = [run.flow for run in self.turn.unit.open_runs(user)]
+        open_flows = [flow for flow, _ in self.turn.unit.open_steps(user)]
         return self.library.choose(user.id, day, user.focus, recent, open_flows)
 
     def show(self, prompt: DailyPrompt, intro: bool = False, discreet: bool = False) -> None:

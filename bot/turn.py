@@ -231,19 +231,19 @@ class Turn:
 
     def _menu(self) -> None:
         counts = self.unit.completed_counts(self.user)
-        open_runs = {run.flow: run for run in self.unit.open_runs(self.user)}
+        open_steps = dict(self.unit.open_steps(self.user))  # the newest, if several
         entries: list[dict[str, Any]] = []
         buttons: list[tuple[Button, ...]] = []
         for flow in self.engine.flows.values():
             if not flow.in_menu:
                 continue
-            run = open_runs.get(flow.name)
-            number, total = flow.position(run.step if run else flow.start)
+            step = open_steps.get(flow.name)
+            number, total = flow.position(step or flow.start)
             entries.append({
                 "name": flow.name, "title": self._t(flow.title),
                 "description": self._t(flow.description),
                 "command": f"/{flow.command}" if flow.command else None,
-                "status": "active" if run else ("done" if counts.get(flow.name) else "new"),
+                "status": "active" if step else ("done" if counts.get(flow.name) else "new"),
                 "step_number": number, "step_count": total,
                 "times_completed": counts.get(flow.name, 0),
             })
@@ -256,10 +256,10 @@ class Turn:
                      for name, count in counts.items() if name in self.engine.flows
                      and self.engine.flows[name].in_menu]
         in_progress = []
-        for run in self.unit.open_runs(self.user):
-            flow = self.engine.flows.get(run.flow)
+        for name, step in self.unit.open_steps(self.user):
+            flow = self.engine.flows.get(name)
             if flow is not None and flow.in_menu:
-                number, total = flow.position(run.step)
+                number, total = flow.position(step)
                 in_progress.append({"title": self._t(flow.title), "step_number": number,
                                     "step_count": total})
         calendar = self._practice_calendar()

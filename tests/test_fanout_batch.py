@@ -184,7 +184,7 @@ async def test_the_batch_chooses_as_one_at_a_time_and_never_repeats_within_30_da
                 zone = user.timezone or "UTC"
                 recent = [(pid, local_day(as_utc(at), zone))
                           for pid, at in unit.sent_prompts(user, clock.now - timedelta(days=45))]
-                flows = [run.flow for run in unit.open_runs(user)]
+                flows = [flow for flow, _ in unit.open_steps(user)]
                 chosen[person.chat_id] = library.choose(
                     user.id, local_day(clock.now, zone), user.focus, recent, flows).id
             return chosen

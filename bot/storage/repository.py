@@ -99,8 +99,11 @@ _NEW_USER = {
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 _FORGET_MESSAGES = delete(ChatMessage).where(ChatMessage.at < bindparam("before"))
-_OPEN_RUNS = select(FlowRun).where(FlowRun.user_id == bindparam("user_id"),
-                                   FlowRun.status == OPEN)
+_OPEN_STEPS = (
+    select(_RUNS.c.flow, _RUNS.c.step)
+    .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == OPEN)
+    .order_by(_RUNS.c.id)
+)
 _COMPLETED_COUNTS = (
     select(_RUNS.c.flow, func.count())
     .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == DONE)
@@ -408,8 +411,11 @@ class UnitOfWork:
                 _OPEN_RUN, {"user_id": user.id, "flow": flow}).scalar_one_or_none()
         return self._open_runs[key]
 
-    def open_runs(self, user: User) -> list[FlowRun]:
-        return list(self.session.execute(_OPEN_RUNS, {"user_id": user.id}).scalars())
+    def open_steps(self, user: User) -> list[tuple[str, str]]:
+        """(flow, step) of each flow the person has open, oldest first: what the menu and
+        /progress show, without loading (and decrypting) the runs themselves."""
+        rows = self.session.execute(_OPEN_STEPS, {"user_id": user.id})
+        return [(flow, step) for flow, step in rows]
 
     def start_run(self, user: User, flow: str, step: str) -> FlowRun:
         run = FlowRun(user_id=user.id, flow=flow, step=step, answers={}, status=OPEN)
