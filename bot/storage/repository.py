@@ -347,6 +347,8 @@ _BATCH_SQL: dict[str, _BatchSQL] = {}
 
 
 _CHAT_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+# The first statement of work that takes no chat's lock: a dead connection shows there,
+# before anything is done (see _in_transaction).
 _PING = text("SELECT 1")
 _MIGRATION_LOCK = text("SELECT pg_advisory_xact_lock(7468727) -- 'haven' migrations")
 
@@ -988,7 +990,6 @@ def open_repository(url: str, cipher: MultiFernet) -> Repository:
 def raw_rows(unit: UnitOfWork, sql: str) -> list[Any]:
     """Rows of a raw query, for checks that must look past encryption."""
     return list(unit.session.execute(text(sql)).all())
-
 
 
 def answers_copy(answers: dict[str, Any]) -> dict[str, Any]:
