@@ -44,13 +44,15 @@ class DriverStatement:
     """A Core statement with named parameters, compiled once per dialect and run with
     `exec_driver_sql` (no SQLAlchemy work per call beyond the driver's).
 
-    `types` gives each parameter's column type, so values go in as Core would send them:
-    encrypted, JSON-encoded, or as SQLite's text for times.
+    `types` gives parameters' column types, so their values go in as Core would send them:
+    encrypted, JSON-encoded, or as SQLite's text for times. Other values go in as given,
+    and rows come back as the driver gives them.
     """
 
-    def __init__(self, statement: Any, types: Mapping[str, TypeEngine[Any]]) -> None:
+    def __init__(self, statement: Any,
+                 types: Mapping[str, TypeEngine[Any]] | None = None) -> None:
         self.statement = statement
-        self.types = types
+        self.types = types or {}
         # By dialect object, not name: the encryption key travels on the dialect, so two
         # databases in one process (as in the tests, or key rotation) differ here.
         self._compiled: weakref.WeakKeyDictionary[Dialect, _Compiled] = (
@@ -70,7 +72,8 @@ class DriverStatement:
             self._compiled[dialect] = found
         return found
 
-    def run(self, session: Session, values: Mapping[str, Any]) -> CursorResult[Any]:
+    def run(self, session: Session,
+            values: Mapping[str, Any]) -> CursorResult[*tuple[Any, ...]]:
         connection = session.connection()
         compiled = self._for(connection.dialect)
         given = {**compiled.constants, **values} if compiled.constants else values

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
@@ -226,24 +226,6 @@ _TO_FINISH = (
 )
 
 
-class _Prepared:
-    """A query compiled once for a dialect and run straight through the driver: at the
-    busiest minute SQLAlchemy's work around each call and each row costs more than the
-    query. Values go in as the driver takes them (see `_BatchSQL.timestamp`), and rows come
-    back as the driver gives them (SQLite: booleans as 0 or 1, times as text)."""
-
-    def __init__(self, statement: Any, dialect: Any) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self.sql = str(compiled)
-        self.order = compiled.positiontup or []
-        self.constants = dict(compiled.params)  # the values written into the statement
-
-    def rows(self, session: Session, **values: Any) -> Sequence[Any]:
-        given = {**self.constants, **values}
-        return session.connection().exec_driver_sql(
-            self.sql, tuple(given[name] for name in self.order)).all()
-
-
 class _BatchSQL:
     """The fan-out's statements for one database dialect, built once.
 
@@ -308,16 +290,20 @@ class _BatchSQL:
             sent_text = sql_cast(sent_rows.c.sent_at, String)
         joined = func.string_agg if postgres else func.group_concat
         comma: Any = literal_column("','")
-        self.history = _Prepared(select(
+        # Run straight through the driver (at the busiest minute SQLAlchemy's work around
+        # each call and each row costs more than the query): values go in as the driver
+        # takes them (see `timestamp`), rows come back as it gives them (SQLite: booleans
+        # as 0 or 1, times as text).
+        self.history = DriverStatement(select(
             sent_rows.c.user_id,
             joined(case((late, sent_rows.c.prompt_id)), comma),
             joined(case((early, sent_rows.c.prompt_id)), comma),
             joined(case((~late & ~early, sent_rows.c.prompt_id.concat("@").concat(sent_text))),
                    comma),
-        ).group_by(sent_rows.c.user_id), dialect)
-        self.open_flows = _Prepared(select(_RUNS.c.user_id, _RUNS.c.flow).where(
-            among(_RUNS.c.user_id), _RUNS.c.status == OPEN), dialect)
-        self.due = _Prepared(_CLAIM_BATCH.limit(bindparam("limit", type_=Integer)), dialect)
+        ).group_by(sent_rows.c.user_id))
+        self.open_flows = DriverStatement(select(_RUNS.c.user_id, _RUNS.c.flow).where(
+            among(_RUNS.c.user_id), _RUNS.c.status == OPEN))
+        self.due = DriverStatement(_CLAIM_BATCH.limit(bindparam("limit", type_=Integer)))
         self.users = select(User).where(among(User.id))
         self.to_finish = _TO_FINISH.where(among(_JOBS.c.id))
         self.cancel = delete(_JOBS).where(among(_JOBS.c.user_id),
@@ -649,9 +635,9 @@ class UnitOfWork:
         every one of them in this same unit of work, through `claim_jobs`, `skip_jobs` or
         `set_prompts`."""
         sql = self._batch
-        return [DueRow(*row) for row in sql.due.rows(
-            self.session, now=sql.timestamp(now), expired=sql.timestamp(now - lease),
-            missed_before=sql.timestamp(now - grace), limit=limit)]
+        return [DueRow(*row) for row in sql.due.run(self.session, {
+            "now": sql.timestamp(now), "expired": sql.timestamp(now - lease),
+            "missed_before": sql.timestamp(now - grace), "limit": limit}).all()]
 
     def claim_jobs(self, job_ids: list[int], now: datetime) -> None:
         """Claim jobs found by `due_batch`, as `claim_due_jobs` does."""
@@ -678,10 +664,11 @@ class UnitOfWork:
         if not user_ids:
             return found
         sql = self._batch
-        rows = sql.history.rows(
-            self.session, ids=sql.ids(user_ids), since=sql.timestamp(since),
-            since_day=sql.day((since - timedelta(days=1)).date()), dated_kind=dated_kind,
-            other_kind=other_kind, early=sql.timestamp(early), late=sql.timestamp(late))
+        rows = sql.history.run(self.session, {
+            "ids": sql.ids(user_ids), "since": sql.timestamp(since),
+            "since_day": sql.day((since - timedelta(days=1)).date()), "dated_kind": dated_kind,
+            "other_kind": other_kind, "early": sql.timestamp(early),
+            "late": sql.timestamp(late)}).all()
         for user_id, late_ids, early_ids, between in rows:
             found[user_id] = SentPrompts(
                 late_ids.split(",") if late_ids else [], early_ids.split(",") if early_ids else [],
@@ -694,7 +681,7 @@ class UnitOfWork:
         if not user_ids:
             return found
         sql = self._batch
-        for user_id, flow in sql.open_flows.rows(self.session, ids=sql.ids(user_ids)):
+        for user_id, flow in sql.open_flows.run(self.session, {"ids": sql.ids(user_ids)}):
             found.setdefault(user_id, []).append(flow)
         return found
 
@@ -874,10 +861,6 @@ class Repository:
 
     async def after_erase(self) -> None:
         """Make sure erased rows leave no bytes behind, on disk or in memory."""
-        forget_plain_text(self._sync_engine())
-
-    def _sync_engine(self) -> Engine:
-        raise NotImplementedError
 
 
 class SqliteRepository(Repository):
@@ -906,12 +889,10 @@ class SqliteRepository(Repository):
         with self.engine.begin() as connection:
             upgrade_schema(connection)
 
-    def _sync_engine(self) -> Engine:
-        return self.engine
-
     async def after_erase(self) -> None:
-        """Fold the write-ahead log into the (securely deleted) file and empty it."""
-        await super().after_erase()
+        """Forget decrypted values; fold the write-ahead log into the (securely deleted)
+        file and empty it."""
+        forget_plain_text(self.engine)
         with self.engine.connect() as connection:
             autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
             autocommit.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -945,8 +926,8 @@ class PostgresRepository(Repository):
             async with self._sessions() as session:
                 return await session.run_sync(_in_transaction, work, chat_id)
 
-    def _sync_engine(self) -> Engine:
-        return self.engine.sync_engine
+    async def after_erase(self) -> None:
+        forget_plain_text(self.engine.sync_engine)
 
     async def migrate(self) -> None:
         """Upgrade the schema; workers starting together wait for the first to finish."""
