@@ -8,7 +8,7 @@ import re
 import pytest
 
 from bot import callbacks
-from bot.adapters.splitting import split_html, visible_length
+from bot.adapters.splitting import fits, split_html, visible_length
 from bot.answers import match_label, parse_country, parse_scale
 from bot.crisis_lines import lines_for
 from tests.fake_telegram.html_check import parse_html
@@ -43,6 +43,17 @@ def test_an_enormous_word_is_cut_without_breaking_entities() -> None:
 def test_length_is_counted_as_telegram_counts_it() -> None:
     assert visible_length("<b>é</b>&amp;") == 2
     assert visible_length("🙂") == 2  # UTF-16 code units
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("a" * 4096, True), ("a" * 4097, False),  # past the quick bound: counted
+    ("🙂" * 2048, True), ("🙂" * 2049, False),  # two units each
+    ("<b>" + "a" * 4096 + "</b>", True), ("&amp;" * 4096, True), ("&amp;" * 4097, False),
+    ("é" * 2048, True),  # within the quick bound
+])
+def test_a_text_fits_in_one_message_as_telegram_counts_it(text: str, expected: bool) -> None:
+    assert fits(text) is expected
+    assert fits(text) == (visible_length(text) <= 4096)
 
 
 @pytest.mark.parametrize(("typed", "expected"), [

@@ -21,8 +21,17 @@ def visible_length(text: str) -> int:
     return len(plain.encode("utf-16-le")) // 2
 
 
+def fits(text: str, limit: int = TELEGRAM_LIMIT) -> bool:
+    """Whether Telegram takes `text` as one message.
+
+    Told at once for all but very long texts: a character is at most two UTF-16 units,
+    and dropping tags or spelling out entities never makes a text longer.
+    """
+    return len(text) * 2 <= limit or visible_length(text) <= limit
+
+
 def split_html(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
-    if visible_length(text) <= limit:
+    if fits(text, limit):
         return [text]
     parts: list[str] = []
     current: list[str] = []

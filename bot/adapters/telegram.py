@@ -40,7 +40,7 @@ from telegram.request import BaseRequest, HTTPXRequest
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from bot import metrics
-from bot.adapters.splitting import TELEGRAM_LIMIT, split_html, visible_length
+from bot.adapters.splitting import fits, split_html
 from bot.engine import Engine
 from bot.logs import update_logged
 from bot.messages import Document, Incoming, InputKind, Message, Reply, text
@@ -373,7 +373,7 @@ def coalesce(messages: list[Message]) -> list[Message]:
     pending: list[str] = []
     for message in messages:
         text = "\n\n".join([*pending, message.text])
-        if message.documents or visible_length(text) > TELEGRAM_LIMIT:
+        if message.documents or not fits(text):
             if pending:
                 joined.append(Message("\n\n".join(pending)))
             pending = []

@@ -15,7 +15,8 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
+from functools import lru_cache, reduce
+from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +66,12 @@ class CrisisMatch:
 
 _QUOTES = str.maketrans({c: "'" for c in "\u2019\u2018\u00b4`\u02bc\u2032\u201b\uff07"})
 _BREAKS = re.compile(r"[.!?;:,\u2026\n\r]+|\s[-\u2013\u2014]+\s")
-_NON_WORD = re.compile(r"[^\w.]+|_")
+# What is neither a letter, a digit nor a full stop becomes a space. Spaces are left alone
+# (runs of them are never read, only where words start and end).
+_NON_WORD = re.compile(r"[^\w. ]+|_")
 # A letter the same letter follows: deleting each leaves one of every run, with an empty
 # replacement, which re.sub does without calling back into Python for every match.
 _REPEATED = re.compile(r"([^\W\d_])(?=\1)")
-_TOKENS = re.compile(r"[^\W_]+|\.")
 _STAR_IN_WORD = re.compile(r"(?<=[^\W\d_])\*+(?=[^\W\d_])")
 # Two one-letter words with only spaces and full stops between: where a spelled-out word may
 # start. A text without this is left as it is by Normaliser._join_spelled_out.
@@ -167,7 +169,8 @@ class Normaliser:
                     text = pattern.sub(replacement, text)
         text = _BREAKS.sub(".", text.replace("'", ""))
         text = collapse(_NON_WORD.sub(" ", text))
-        tokens = _TOKENS.findall(text)
+        # Words and full stops: all the text holds now, besides spaces.
+        tokens = text.replace(".", " . ").split()
         if _LETTER_PAIR.search(text):
             tokens = self._join_spelled_out(tokens)
         return self._assemble(tokens)
@@ -211,12 +214,75 @@ _REGEX_REPEATS = re.compile(r"(?<!\\)([a-z])\1+")
 _MAX_DEPTH = 8
 
 
-class RuleSet:
-    """Expands `<macros>` and compiles one alternation per category, group name -> rule id."""
+_PLAIN_WORD = re.compile(r"[a-z0-9 ]+")
+# The macros a branch starts with, and the space after them: "<actor><g3> ".
+_LEADING_MACROS = re.compile(r"(?:<\w+>)+ ")
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+
+def word_tree(words: Iterable[str]) -> str:
+    """One regex for many plain words, shared beginnings written once: `he|her|here` becomes
+    `he(?:r(?:e)?)?`. It matches exactly the same words (each with its repeated letters
+    collapsed, as `RuleSet.expand` does).
+
+    Python's re tries the branches of an alternation one after the other at every place in
+    the text, so a list of fifty words costs fifty tests at each word; in a tree, a place
+    where no listed word starts costs one.
+    """
+    root: dict[str, dict[str, Any]] = {}
+    for word in words:
+        node = root
+        for char in collapse(word):
+            node = node.setdefault(char, {})
+        node[""] = {}  # a word ends here
+
+    def written(node: dict[str, Any]) -> str:
+        branches = [char + written(child) for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        if len(branches) == 1 and "" not in node:
+            return branches[0]
+        optional = "?" if "" in node else ""
+        return f"(?:{'|'.join(branches)}){optional}"
+
+    return written(root)
+
+
+def grouped_branches(branches: list[str]) -> str:
+    """The alternation of `branches`, those that start with the same macros written once:
+    `<actor><g3> a|<actor><g3> b` becomes `<actor><g3> (?:a|b)`.
+
+    The same texts match, from the same place: only the work of finding that out shrinks,
+    since the shared part is tried once at each word instead of once per branch.
+    """
+    groups: dict[str, list[str]] = {}
+    for branch in branches:
+        leading = _LEADING_MACROS.match(branch)
+        key = leading.group() if leading else ""
+        groups.setdefault(key, []).append(branch[len(key):])
+    parts: list[str] = []
+    for key, rests in groups.items():
+        if not key or len(rests) == 1:
+            parts.extend(key + rest for rest in rests)
+        else:
+            parts.append(f"{key}(?:{'|'.join(rests)})")
+    return "|".join(parts)
+
+
+class RuleSet:
+    """Expands `<macros>` and compiles one alternation per category, group name -> rule id.
+
+    `for_speed`: the word lists are written as trees (`word_tree`). The expanded rules
+    match what they match otherwise, but anchors and digests are always worked out from
+    the plain form, which is the one written in the phrases.
+    """
+
+    def __init__(self, data: Mapping[str, Any], *, for_speed: bool = False) -> None:
         self._macros: dict[str, str] = dict(data["fragments"])
         for name, items in data["words"].items():
+            if for_speed:
+                plain = [item for item in items if _PLAIN_WORD.fullmatch(item)]
+                others = [item for item in items if not _PLAIN_WORD.fullmatch(item)]
+                items = [word_tree(plain), *others] if plain else others
             self._macros[name] = "(?:" + "|".join(items) + r")\b"
 
     def expand(self, pattern: str, replace: Mapping[str, str] | None = None) -> str:
@@ -254,12 +320,21 @@ class RuleSet:
         return re.compile(self.any_source(patterns))
 
 
-def rule_sources(data: Mapping[str, Any], rules: RuleSet) -> list[tuple[Category, str, str]]:
-    """(category, rule id, expanded regex) for every rule in order, `derive`d rules last."""
+def rule_sources(data: Mapping[str, Any], rules: RuleSet,
+                 *, grouped: bool = False) -> list[tuple[Category, str, str]]:
+    """(category, rule id, expanded regex) for every rule in order, `derive`d rules last.
+
+    `grouped`: branches that start with the same macros are written once
+    (`grouped_branches`), for speed; otherwise each rule is as the phrases write it.
+    """
+    def joined(branches: list[str]) -> str:
+        return grouped_branches(branches) if grouped else "|".join(branches)
+
     sources: list[tuple[Category, str, str]] = []
     for name, entries in data["rules"].items():
         for entry in entries:
-            sources.append((Category(name), entry["id"], rules.expand(entry["pattern"])))
+            source = rules.expand(joined(split_alternatives(entry["pattern"])))
+            sources.append((Category(name), entry["id"], source))
     for derivation in data.get("derive", []):
         replace = derivation["replace"]
         for entry in data["rules"][derivation["from"]]:
@@ -270,7 +345,7 @@ def rule_sources(data: Mapping[str, Any], rules: RuleSet) -> list[tuple[Category
             ]
             if branches:
                 rule_id = entry["id"] + derivation["suffix"]
-                source = rules.expand("|".join(branches), replace)
+                source = rules.expand(joined(branches), replace)
                 sources.append((Category(derivation["to"]), rule_id, source))
     return sources
 
@@ -359,21 +434,20 @@ class AnchorGate:
                 for anchor in clause:
                     bits_of[anchor] = bits_of.get(anchor, 0) | (1 << bit)
                 bit += 1
-        self._bits = list(bits_of.values())  # by anchor number
         self._automaton: Any = None
         if bits_of:
             self._automaton = ahocorasick.Automaton()
-            for number, anchor in enumerate(bits_of):
-                self._automaton.add_word(anchor, number)
+            for anchor, bits in bits_of.items():
+                self._automaton.add_word(anchor, bits)
             self._automaton.make_automaton()
 
     def open_for(self, text: str) -> frozenset[int]:
         """The patterns (by position) that may match `text`."""
         if self._automaton is None:
             return self._always
-        found = 0
-        for number in {number for _, number in self._automaton.iter(text)}:
-            found |= self._bits[number]
+        # The OR of the bits of every anchor found, without a loop in Python: a message
+        # holds a hundred anchors or so (most of them one or two letters long).
+        found = reduce(or_, map(itemgetter(1), self._automaton.iter(text)), 0)
         opened = []
         candidates = found & self._firsts
         while candidates:
@@ -462,7 +536,9 @@ class CrisisDetector:
             (Category(e["from"]), Category(e["to"]), e["when"]) for e in data["escalate"]
         ]
         sources = rule_sources(data, rules)
-        self.rules = Rules(sources)
+        # What runs is the same rules written for speed; what they match is unchanged
+        # (tests/test_crisis_detector.py compares the two forms on every test message).
+        self.rules = Rules(rule_sources(data, RuleSet(data, for_speed=True), grouped=True))
         screened = screens(data, rules)
         gated = gated_sources(sources, screened)
         anchors = load_anchors(anchors_path, gated) or {}
