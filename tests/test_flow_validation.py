@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from transitions import MachineError
 
 from bot.app import Content, load_content
 from bot.flows.loader import FlowError
@@ -71,6 +72,19 @@ def test_a_good_flow_loads_and_its_machine_moves(tmp_path: Path) -> None:
     assert machine.advance("ask", pick("stop")) == "bye"
     assert machine.advance("write", ANSWER) == "bye"
     assert machine.advance("write", SKIP) == "bye"
+
+
+def test_a_machine_answers_the_same_the_second_time_and_still_refuses_a_missing_edge(
+    tmp_path: Path,
+) -> None:
+    machine = load(make_flow(tmp_path, GOOD)).machines["demo"]
+    for _ in range(2):  # the second time from what was remembered
+        assert machine.advance("ask", pick("go")) == "write"
+        assert machine.advance("ask", pick("stop")) == "bye"
+        assert machine.advance("write", ANSWER) == "bye"
+        for step, event in [("ask", ANSWER), ("bye", SKIP), ("write", "no_such_event")]:
+            with pytest.raises(MachineError):
+                machine.advance(step, event)
 
 
 @pytest.mark.parametrize(

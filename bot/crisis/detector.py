@@ -434,20 +434,27 @@ class AnchorGate:
                 for anchor in clause:
                     bits_of[anchor] = bits_of.get(anchor, 0) | (1 << bit)
                 bit += 1
+        # Anchors of one character are looked up with `in`: in ordinary text they are found
+        # at almost every word, and each find costs the automaton a step in Python.
+        self._characters = [(anchor, bits) for anchor, bits in bits_of.items()
+                            if len(anchor) == 1]
         self._automaton: Any = None
-        if bits_of:
+        if len(bits_of) > len(self._characters):
             self._automaton = ahocorasick.Automaton()
             for anchor, bits in bits_of.items():
-                self._automaton.add_word(anchor, bits)
+                if len(anchor) > 1:
+                    self._automaton.add_word(anchor, bits)
             self._automaton.make_automaton()
 
     def open_for(self, text: str) -> frozenset[int]:
         """The patterns (by position) that may match `text`."""
-        if self._automaton is None:
-            return self._always
-        # The OR of the bits of every anchor found, without a loop in Python: a message
-        # holds a hundred anchors or so (most of them one or two letters long).
-        found = reduce(or_, map(itemgetter(1), self._automaton.iter(text)), 0)
+        found = 0
+        if self._automaton is not None:
+            # The OR of the bits of every anchor found, without a loop in Python.
+            found = reduce(or_, map(itemgetter(1), self._automaton.iter(text)), 0)
+        for character, bits in self._characters:
+            if character in text:
+                found |= bits
         opened = []
         candidates = found & self._firsts
         while candidates:
@@ -575,12 +582,12 @@ class CrisisDetector:
                 if removed != canonical:  # what may match is worked out again
                     canonical = removed
                     may_match = self.gate.open_for(canonical)
-        found: dict[Category, str | None] = dict.fromkeys(Category)
+        found: dict[Category, str | None] = dict.fromkeys(PRIORITY)
         found.update(self.rules.first_matches(canonical, may_match))
         for category, threshold, pattern, ids, weights, weight_at in self._signals:
             # The weak signals are counted only if those that may be there could be enough.
-            if not found[category] and sum(weight_at.get(at, 0) for at in may_match) \
-                    >= threshold:
+            if not found[category] and sum(map(weight_at.__getitem__,
+                                               weight_at.keys() & may_match)) >= threshold:
                 found[category] = _score(canonical, threshold, pattern, ids, weights)
         for source, target, marker in self._escalations:
             rule = found[source]
