@@ -101,6 +101,8 @@ class Engine:
         self.commands = {flow.command: flow.name for flow in flows.values() if flow.command}
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._unconfirmed: dict[int, Unconfirmed] = {}
+        # (locale, each menu flow's state) -> the menu's messages; see Turn._menu.
+        self.menus: dict[tuple[str, tuple[tuple[str | None, int], ...]], tuple[Message, ...]] = {}
 
     async def close(self) -> None:
         """Stop drawing and close the database."""

@@ -65,6 +65,7 @@ STAY_LABEL = N_("No, stay here")
 ERASE_LABEL = N_("Yes, delete everything")
 KEEP_LABEL = N_("No, keep it")
 ERASE_WINDOW = timedelta(minutes=10)
+MENUS_KEPT = 4096  # rendered menus kept (see Turn._menu): a few hundred kilobytes at most
 SAFE_TO_READ_LABEL = N_("Yes, I can read it")
 NOT_NOW_LABEL = N_("Not right now")
 CONTINUE_LABEL = N_("I'm safe, continue")
@@ -232,23 +233,39 @@ class Turn:
     def _menu(self) -> None:
         counts = self.unit.completed_counts(self.user)
         open_steps = dict(self.unit.open_steps(self.user))  # the newest, if several
+        where = tuple((open_steps.get(flow.name), counts.get(flow.name, 0))
+                      for flow in self.engine.flows.values() if flow.in_menu)
+        # The menu shows nothing but each flow's state, and most people are in one of a
+        # few dozen combinations of states: each is rendered once per language.
+        menus = self.engine.menus
+        messages = menus.get((self.locale, where))
+        if messages is None:
+            messages = self._menu_messages(where)
+            if len(menus) >= MENUS_KEPT:
+                menus.clear()
+            menus[(self.locale, where)] = messages
+        self.reply.messages.extend(messages)
+
+    def _menu_messages(self, where: tuple[tuple[str | None, int], ...]) -> tuple[Message, ...]:
+        """The menu, given (open step or None, times completed) for each flow in it."""
         entries: list[dict[str, Any]] = []
         buttons: list[tuple[Button, ...]] = []
-        for flow in self.engine.flows.values():
-            if not flow.in_menu:
-                continue
-            step = open_steps.get(flow.name)
+        menu_flows = [flow for flow in self.engine.flows.values() if flow.in_menu]
+        for flow, (step, completed) in zip(menu_flows, where, strict=True):
             number, total = flow.position(step or flow.start)
             entries.append({
                 "name": flow.name, "title": self._t(flow.title),
                 "description": self._t(flow.description),
                 "command": f"/{flow.command}" if flow.command else None,
-                "status": "active" if step else ("done" if counts.get(flow.name) else "new"),
+                "status": "active" if step else ("done" if completed else "new"),
                 "step_number": number, "step_count": total,
-                "times_completed": counts.get(flow.name, 0),
+                "times_completed": completed,
             })
             buttons.append((Button(self._t(flow.title), callbacks.flow(flow.name)),))
-        self._say("system/menu.j2", flows=entries, buttons=tuple(buttons))
+        # Without the person in the context: the menu cannot depend on who asks for it.
+        texts = self.engine.renderer.render("system/menu.j2", self.locale, {"flows": entries})
+        return tuple(Message(text, tuple(buttons) if index == len(texts) - 1 else ())
+                     for index, text in enumerate(texts))
 
     def _progress(self) -> None:
         counts = self.unit.completed_counts(self.user)

@@ -409,3 +409,28 @@ async def test_a_choice_can_be_typed_in_other_words(chat: ConsoleChat,
     await chat.send("Focus relationship")
     reply = await chat.send("banana")
     assert "Partner" in labels(reply), "words that fit no choice get the choices again"
+
+
+async def test_each_person_sees_a_menu_of_their_own_progress(
+    demo: Content, repository: Repository, clock: Clock,
+) -> None:
+    def set_up(unit):  # type: ignore[no-untyped-def]
+        for chat in (77, 78):
+            unit.user_for_chat(chat, "Sam", "en").onboarded = True
+
+    await repository.run(set_up)
+    engine = engine_for(demo, repository, clock)
+    sam, kim = (ConsoleChat(engine, user_id=chat, first_name="Sam") for chat in (77, 78))
+    untouched = texts(await sam.send("/menu"))
+    assert "In progress" not in untouched
+    assert texts(await kim.send("/menu")) == untouched  # the same state, the same menu
+
+    await kim.send("/demo")
+    at_first_step = texts(await kim.send("/menu"))
+    assert "In progress: step 1 of" in at_first_step
+    await kim.send("/demo")
+    await kim.send("3")  # on to the note
+    further = texts(await kim.send("/menu"))
+    assert "In progress: step" in further and further != at_first_step
+    assert texts(await sam.send("/menu")) == untouched  # nothing Kim did shows for Sam
+    assert len(engine.menus) == 3  # each state's menu was rendered once
