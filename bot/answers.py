@@ -26,12 +26,21 @@ COUNTRY_ALIASES = {
 }
 
 
+_PUNCTUATION = re.compile(r"[^\w' ]+")
+
+
 def normalise(value: str) -> str:
     """Fold case, accents' look-alikes, curly quotes and punctuation, for matching."""
     folded = unicodedata.normalize("NFKC", value).casefold()
     folded = folded.replace("\u2019", "'").replace("\u2018", "'")
-    folded = re.sub(r"[^\w' ]+", " ", folded)
-    return re.sub(r"\s+", " ", folded).strip()
+    # Only plain spaces are left between words now: split() drops runs and both ends.
+    return " ".join(_PUNCTUATION.sub(" ", folded).split())
+
+
+@lru_cache(maxsize=4096)
+def _normalised_label(label: str) -> str:
+    """A button's label as `normalise` folds it (the labels are few, and asked for often)."""
+    return normalise(label)
 
 
 def match_label(typed: str, labels: Sequence[str]) -> int | None:
@@ -42,7 +51,7 @@ def match_label(typed: str, labels: Sequence[str]) -> int | None:
     if wanted.isdigit():
         number = int(wanted)
         return number - 1 if 1 <= number <= len(labels) else None
-    folded = [normalise(label) for label in labels]
+    folded = [_normalised_label(label) for label in labels]
     for index, label in enumerate(folded):
         if wanted == label:
             return index
