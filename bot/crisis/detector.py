@@ -544,7 +544,7 @@ class CrisisDetector:
         ]
         sources = rule_sources(data, rules)
         # What runs is the same rules written for speed; what they match is unchanged
-        # (tests/test_crisis_detector.py compares the two forms on every test message).
+        # (tests/test_crisis_rules_for_speed.py compares the two forms on every test message).
         self.rules = Rules(rule_sources(data, RuleSet(data, for_speed=True), grouped=True))
         screened = screens(data, rules)
         gated = gated_sources(sources, screened)

@@ -60,7 +60,7 @@ class FlowMachine:
         )
         # (step, event) -> the step it leads to, as the machine answered the first time.
         # The machine has no conditions and no callbacks, so the answer never changes; firing
-        # an event through `transitions` costs tens of microseconds, a turn's largest step.
+        # an event through `transitions` costs tens of microseconds each time.
         self._answered: dict[tuple[str, str], str] = {}
 
     def advance(self, step: str, event: str) -> str:
