@@ -65,7 +65,7 @@ STAY_LABEL = N_("No, stay here")
 ERASE_LABEL = N_("Yes, delete everything")
 KEEP_LABEL = N_("No, keep it")
 ERASE_WINDOW = timedelta(minutes=10)
-MENUS_KEPT = 4096  # rendered menus kept (see Turn._menu): a few hundred kilobytes at most
+MENUS_KEPT = 1024  # rendered menus kept (see Turn._menu): each about 2 KB of text, so 3 MB at most
 SAFE_TO_READ_LABEL = N_("Yes, I can read it")
 NOT_NOW_LABEL = N_("Not right now")
 CONTINUE_LABEL = N_("I'm safe, continue")

@@ -434,3 +434,23 @@ async def test_each_person_sees_a_menu_of_their_own_progress(
     assert "In progress: step" in further and further != at_first_step
     assert texts(await sam.send("/menu")) == untouched  # nothing Kim did shows for Sam
     assert len(engine.menus) == 3  # each state's menu was rendered once
+
+
+async def test_rendered_menus_kept_are_bounded(
+    demo: Content, repository: Repository, clock: Clock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("bot.turn.MENUS_KEPT", 2)
+
+    def set_up(unit):  # type: ignore[no-untyped-def]
+        unit.user_for_chat(77, "Sam", "en").onboarded = True
+
+    await repository.run(set_up)
+    engine = engine_for(demo, repository, clock)
+    sam = ConsoleChat(engine, user_id=77, first_name="Sam")
+    menus = []
+    for typed in ("/menu", "/demo", "/menu", "3", "/menu"):  # three states, three menus
+        reply = await sam.send(typed)
+        if typed == "/menu":
+            menus.append(texts(reply))
+            assert len(engine.menus) <= 2
+    assert len({tuple(menu) for menu in menus}) == 3  # each still right after a clear
