@@ -6,16 +6,27 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import yaml
 from cryptography.fernet import MultiFernet
 
 from bot.adapters.plain_text import html_to_text
 from bot.app import Content
+from bot.crisis.anchors import texts_in
 from bot.engine import Engine
 from bot.flood import FloodGuard
 from bot.messages import Reply
 from bot.storage.repository import Repository, open_repository, raw_rows
+
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
+
+def crisis_test_messages() -> list[str]:
+    """Every message of the crisis corpora and blind sets, and the coaching-style sentences."""
+    return [text for path in sorted(TEST_DATA.glob("*.yaml"))
+            for text in texts_in(yaml.safe_load(path.read_text(encoding="utf-8")))]
 
 
 def texts(reply: Reply) -> str:

@@ -27,13 +27,9 @@ from bot.crisis.detector import (
     CrisisMatch,
     default_detector,
 )
+from tests.helpers import TEST_DATA, crisis_test_messages
 
-DATA = Path(__file__).resolve().parent / "data"
-
-
-# Every message of the crisis corpora and blind sets, and the coaching-style sentences.
-MESSAGES = [text for path in sorted(DATA.glob("*.yaml"))
-            for text in texts_in(yaml.safe_load(path.read_text(encoding="utf-8")))]
+MESSAGES = crisis_test_messages()
 
 
 def _key(match: CrisisMatch | None) -> tuple[str, str] | None:
@@ -102,7 +98,7 @@ def test_anchors_change_no_result_on_shuffled_words(every_rule: CrisisDetector) 
 
 def test_ordinary_messages_run_few_rules() -> None:
     detector = default_detector()
-    ordinary = texts_in(yaml.safe_load((DATA / "draft_sentences.yaml").read_text("utf-8")))
+    ordinary = texts_in(yaml.safe_load((TEST_DATA / "draft_sentences.yaml").read_text("utf-8")))
     runs = [len(_rules_to_run(detector, detector.normalise(text))) for text in ordinary]
     assert sum(runs) / len(runs) < 0.03 * len(detector.rules)
 

@@ -11,12 +11,10 @@ the same place.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
-from bot.crisis.anchors import texts_in
 from bot.crisis.detector import (
     DEFAULT_PHRASES,
     RuleSet,
@@ -25,10 +23,9 @@ from bot.crisis.detector import (
     rule_sources,
     word_tree,
 )
+from tests.helpers import crisis_test_messages
 
-DATA = Path(__file__).resolve().parent / "data"
-MESSAGES = [text for path in sorted(DATA.glob("*.yaml"))
-            for text in texts_in(yaml.safe_load(path.read_text(encoding="utf-8")))]
+MESSAGES = crisis_test_messages()
 
 
 def _rule(source: str) -> re.Pattern[str]:
