@@ -99,6 +99,7 @@ class Engine:
         self.repository = repository
         self.config = config or EngineConfig()
         self.commands = {flow.command: flow.name for flow in flows.values() if flow.command}
+        self.menu_flows = [flow for flow in flows.values() if flow.in_menu]  # in their order
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._unconfirmed: dict[int, Unconfirmed] = {}
         # (locale, each menu flow's state) -> the menu's messages; see Turn._menu.
@@ -112,8 +113,8 @@ class Engine:
     def command_menu(self) -> list[tuple[str, str]]:
         """(command, description) pairs for the client's command menu."""
         entries = [("start", N_("Begin, or set up again")), ("menu", N_("Everything Haven offers"))]
-        for flow in self.flows.values():
-            if flow.command and flow.in_menu:
+        for flow in self.menu_flows:
+            if flow.command:
                 entries.append((flow.command, flow.description or flow.title))
         entries += [
             ("checkin", N_("Today's question, now")),

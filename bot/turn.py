@@ -234,7 +234,7 @@ class Turn:
         counts = self.unit.completed_counts(self.user)
         open_steps = dict(self.unit.open_steps(self.user))  # the newest, if several
         where = tuple((open_steps.get(flow.name), counts.get(flow.name, 0))
-                      for flow in self.engine.flows.values() if flow.in_menu)
+                      for flow in self.engine.menu_flows)
         # The menu shows nothing but each flow's state, and most people are in one of a
         # few dozen combinations of states: each is rendered once per language.
         menus = self.engine.menus
@@ -250,8 +250,7 @@ class Turn:
         """The menu, given (open step or None, times completed) for each flow in it."""
         entries: list[dict[str, Any]] = []
         buttons: list[tuple[Button, ...]] = []
-        menu_flows = [flow for flow in self.engine.flows.values() if flow.in_menu]
-        for flow, (step, completed) in zip(menu_flows, where, strict=True):
+        for flow, (step, completed) in zip(self.engine.menu_flows, where, strict=True):
             number, total = flow.position(step or flow.start)
             entries.append({
                 "name": flow.name, "title": self._t(flow.title),
@@ -264,8 +263,7 @@ class Turn:
             buttons.append((Button(self._t(flow.title), callbacks.flow(flow.name)),))
         # Without the person in the context: the menu cannot depend on who asks for it.
         texts = self.engine.renderer.render("system/menu.j2", self.locale, {"flows": entries})
-        return tuple(Message(text, tuple(buttons) if index == len(texts) - 1 else ())
-                     for index, text in enumerate(texts))
+        return _messages(texts, tuple(buttons))
 
     def _progress(self) -> None:
         counts = self.unit.completed_counts(self.user)
@@ -699,7 +697,7 @@ class Turn:
             return
         if typed and self.practice is not None and self.practice.answer(typed):
             return
-        menu_flows = [flow for flow in self.engine.flows.values() if flow.in_menu]
+        menu_flows = self.engine.menu_flows
         index = match_label(typed, [self._t(flow.title) for flow in menu_flows]) if typed else None
         if index is not None and not typed.isdigit():
             self._request_flow(menu_flows[index].name)
@@ -886,9 +884,7 @@ class Turn:
         context.setdefault("answers", {})
         texts = self.engine.renderer.render(template, self.locale,
                                             {"user": LiveUserView(self.user), **context})
-        for index, text in enumerate(texts):
-            last = index == len(texts) - 1
-            self.reply.messages.append(Message(text, buttons if last else ()))
+        self.reply.messages.extend(_messages(texts, buttons))
 
     def _labels(self, step: Step) -> list[str]:
         """The step's choice labels, as the person sees them."""
@@ -907,6 +903,12 @@ class Turn:
     def _commands(self) -> list[dict[str, str]]:
         return [{"command": f"/{command}", "description": self._t(description)}
                 for command, description in self.engine.command_menu()]
+
+
+def _messages(texts: list[str], buttons: tuple[tuple[Button, ...], ...]) -> tuple[Message, ...]:
+    """A template's chat messages, its buttons under the last of them."""
+    return tuple(Message(text, buttons if index == len(texts) - 1 else ())
+                 for index, text in enumerate(texts))
 
 
 @lru_cache(maxsize=256)

@@ -138,12 +138,13 @@ _REFLECTION_COUNTS = {
     .where(*_reflection_filter(flow, theme))
     for flow in (False, True) for theme in (False, True)
 }
-_SAFETY_CHECKS = select(SafetyCheck).where(SafetyCheck.user_id == bindparam("user_id"))
 # A person's safety checks, oldest first: all, or (True) one relationship's.
 _SAFETY_CHECKS_BY_RELATIONSHIP = {
-    False: _SAFETY_CHECKS.order_by(SafetyCheck.created_at, SafetyCheck.id),
-    True: _SAFETY_CHECKS.where(SafetyCheck.relationship == bindparam("relationship"))
-    .order_by(SafetyCheck.created_at, SafetyCheck.id),
+    one: select(SafetyCheck)
+    .where(SafetyCheck.user_id == bindparam("user_id"),
+           *([SafetyCheck.relationship == bindparam("relationship")] if one else []))
+    .order_by(SafetyCheck.created_at, SafetyCheck.id)
+    for one in (False, True)
 }
 
 
@@ -432,10 +433,14 @@ class UnitOfWork:
         run.answers = {}  # what was worth keeping is in reflections; the rest ends with the flow
 
     def keep_reflection(self, user: User, run: FlowRun, question: str, text: str) -> None:
+        self._insert_reflection(user, run.flow, run.step, question, text)
+
+    def _insert_reflection(self, user: User, flow: str, step: str, question: str,
+                           text: str) -> None:
         # Written now, through the driver: the ORM's flush of a new object costs several
         # times the statement, and nothing in a turn needs the Reflection object itself.
         _INSERT_REFLECTION.run(self.session, {
-            "user_id": user.id, "flow": run.flow, "step": run.step, "question": question,
+            "user_id": user.id, "flow": flow, "step": step, "question": question,
             "text": text, "created_at": utcnow()})
 
     def completed_counts(self, user: User) -> dict[str, int]:
@@ -586,8 +591,7 @@ class UnitOfWork:
         job.state, job.sent_at, job.prompt_id = "sent", now, prompt_id
 
     def keep_daily_reflection(self, user: User, theme: str, prompt_id: str, text: str) -> None:
-        self.session.add(Reflection(user_id=user.id, flow="daily", step=theme,
-                                    question=prompt_id, text=text))
+        self._insert_reflection(user, "daily", theme, prompt_id, text)
 
     def cancel_jobs(self, user: User, kind: str) -> None:
         self.session.execute(_CANCEL_JOBS, {"user_id": user.id, "kind": kind})
