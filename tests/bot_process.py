@@ -35,7 +35,8 @@ class BotProcess:
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        """Start the bot and wait until it listens: long-polling, or its webhook is set."""
+        """Start the bot and wait until it listens: long-polling, or its webhook set and
+        its server answering."""
         webhook = "WEBHOOK_URL" in self.env
         method = "setWebhook" if webhook else "getUpdates"
         polls_before = len(self.fake.calls(method))
@@ -49,6 +50,8 @@ class BotProcess:
         while len(self.fake.calls(method)) <= polls_before:
             self._still_starting(deadline, f"the bot did not start polling in {timeout}s")
             await asyncio.sleep(0.05)
+        if webhook:  # the webhook is set before the server listens
+            await self.wait_healthy(max(deadline - time.monotonic(), 1.0))
 
     async def wait_healthy(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
         """In webhook mode: wait until the server on PORT answers /healthz with 200 (it sets

@@ -437,7 +437,6 @@ async def test_telegram_refusing_sends_for_a_while(
                      HAVEN_SCHEDULER_POLL_SECONDS="0.5", HAVEN_SCHEDULER_LEASE_SECONDS="10")
     await bot.start()
     try:
-        await bot.wait_healthy()
         user = fake.user(user_id=6101)
         await onboard_with_a_daily_prompt(user)
         await user.send("/aware")
