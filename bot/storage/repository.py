@@ -37,7 +37,6 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -55,6 +54,7 @@ from bot.storage.models import (
     Worker,
     utcnow,
 )
+from bot.storage.transaction import ConnectionWasGone, in_transaction
 
 log = logging.getLogger(__name__)
 OPEN = "open"
@@ -333,10 +333,6 @@ class _BatchSQL:
 _BATCH_SQL: dict[str, _BatchSQL] = {}
 
 
-_CHAT_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
-# The first statement of work that takes no chat's lock: a dead connection shows there,
-# before anything is done (see _in_transaction).
-_PING = text("SELECT 1")
 _MIGRATION_LOCK = text("SELECT pg_advisory_xact_lock(7468727) -- 'haven' migrations")
 
 
@@ -915,20 +911,28 @@ class PostgresRepository(Repository):
         # A Session class of its own, so that the writer listens to this repository only.
         sync_sessions = type("PostgresSession", (Session,), {})
         DirectWriter().listen(sync_sessions)
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False,
-                                            sync_session_class=sync_sessions)
+        # Units of work begin and commit through bot.storage.transaction, on connections
+        # the adapter leaves alone (autocommit). `engine` itself keeps ordinary transactions.
+        self._sessions = async_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False,
+            sync_session_class=sync_sessions)
 
     async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
         # The whole transaction in one hop into synchronous code: every await of the async
         # session's own begin, execute and commit is another (the turn is the same).
-        try:
-            async with self._sessions() as session:
-                return await session.run_sync(_in_transaction, work, chat_id)
-        except _ConnectionWasGone:
-            # Found dead before the transaction did anything (the server restarted while it
-            # sat in the pool): the pool has been emptied, so once more on a fresh one.
-            async with self._sessions() as session:
-                return await session.run_sync(_in_transaction, work, chat_id)
+        def unit_of_work(session: Session) -> T:
+            return work(UnitOfWork(session))
+
+        for attempt in (1, 2):
+            try:
+                async with self._sessions() as session:
+                    return await session.run_sync(in_transaction, unit_of_work, chat_id)
+            except ConnectionWasGone:
+                # Found dead before the transaction began (the server restarted while it
+                # sat in the pool): the pool has been emptied, so once more on a fresh one.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     async def after_erase(self) -> None:
         forget_plain_text(self.engine.sync_engine)
@@ -942,25 +946,6 @@ class PostgresRepository(Repository):
     async def close(self) -> None:
         await super().close()
         await self.engine.dispose()
-
-
-class _ConnectionWasGone(Exception):
-    """A pooled connection turned out dead at a transaction's first statement."""
-
-
-def _in_transaction(session: Session, work: Callable[[UnitOfWork], T], chat_id: int | None) -> T:
-    with session.begin():
-        try:
-            if chat_id is not None:
-                # Workers sharing the database take turns per chat: held until commit.
-                session.execute(_CHAT_LOCK, {"key": chat_id})
-            else:
-                session.execute(_PING)
-        except DBAPIError as error:
-            if error.connection_invalidated:
-                raise _ConnectionWasGone from error
-            raise
-        return work(UnitOfWork(session))
 
 
 def open_repository(url: str, cipher: MultiFernet) -> Repository:
