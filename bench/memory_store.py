@@ -99,6 +99,9 @@ class MemoryUnit:
     def completed_counts(self, user: User) -> dict[str, int]:
         return dict(Counter(run.flow for run in self.store.runs[user.id] if run.status == DONE))
 
+    def flow_states(self, user: User) -> tuple[list[tuple[str, str]], dict[str, int]]:
+        return self.open_steps(user), self.completed_counts(user)
+
     def reflection_count(self, user: User, flow: str | None = None,
                          theme: str | None = None) -> int:
         return len(self._kept(user, flow, theme))

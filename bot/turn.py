@@ -231,8 +231,8 @@ class Turn:
         self._render_step(flow, run)
 
     def _menu(self) -> None:
-        counts = self.unit.completed_counts(self.user)
-        open_steps = dict(self.unit.open_steps(self.user))  # the newest, if several
+        steps, counts = self.unit.flow_states(self.user)
+        open_steps = dict(steps)  # the newest, if several
         where = tuple((open_steps.get(flow.name), counts.get(flow.name, 0))
                       for flow in self.engine.menu_flows)
         # The menu shows nothing but each flow's state, and most people are in one of a
@@ -266,12 +266,12 @@ class Turn:
         return _messages(texts, tuple(buttons))
 
     def _progress(self) -> None:
-        counts = self.unit.completed_counts(self.user)
+        open_steps, counts = self.unit.flow_states(self.user)
         completed = [{"title": self._t(self.engine.flows[name].title), "count": count}
                      for name, count in counts.items() if name in self.engine.flows
                      and self.engine.flows[name].in_menu]
         in_progress = []
-        for name, step in self.unit.open_steps(self.user):
+        for name, step in open_steps:
             flow = self.engine.flows.get(name)
             if flow is not None and flow.in_menu:
                 number, total = flow.position(step)

@@ -15,7 +15,8 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.orm.exc import StaleDataError
 
 from bot.storage.crypto import cipher_from
-from bot.storage.models import FlowRun, User
+from bot.storage.direct import RowInsert
+from bot.storage.models import FlowRun, Reflection, User
 from bot.storage.repository import Repository, UnitOfWork
 from tests.helpers import migrated
 
@@ -42,7 +43,13 @@ def statements(repository: Repository) -> Iterator[list[str]]:
 
 
 def updates_of(seen: list[str], table: str) -> list[str]:
-    return [line for line in seen if line.startswith(f"UPDATE {table} ")]
+    """Each UPDATE of `table`, alone or among the writes of one combined statement."""
+    return [part for line in seen for part in line.split("(UPDATE ")[1:] or [line]
+            if part.startswith(f"UPDATE {table} ") or part.startswith(f"{table} ")]
+
+
+def writes_in(seen: list[str]) -> list[str]:
+    return [line for line in seen if line.startswith(("UPDATE ", "INSERT ", "WITH "))]
 
 
 async def person_in_a_flow(repository: Repository) -> tuple[int, int]:
@@ -83,6 +90,8 @@ async def test_changes_are_stored_with_one_update_per_row(repository: Repository
     assert len(updates_of(seen, "users")) == 1
     assert len(updates_of(seen, "flow_runs")) == 1
     assert "version" in updates_of(seen, "flow_runs")[0]
+    # On PostgreSQL, one statement (one round trip) for both rows.
+    assert len(writes_in(seen)) == (1 if repository.dialect == "postgresql" else 2)
 
     def reread(unit: UnitOfWork) -> tuple[Any, ...]:
         user, run = load(unit, run_id)
@@ -188,3 +197,83 @@ async def test_two_databases_with_their_own_keys_each_read_their_reflections(
     finally:
         for repository in repositories:
             await repository.close()
+
+
+async def test_a_kept_reflection_goes_with_the_turns_other_writes(
+        repository: Repository) -> None:
+    _, run_id = await person_in_a_flow(repository)
+
+    def answer(unit: UnitOfWork) -> None:
+        user, run = load(unit, run_id)
+        unit.keep_reflection(user, run, "triggers", "When plans change, I tense up")
+        user.recent_updates = [*user.recent_updates, 502]
+        run.step = "past"
+
+    with statements(repository) as seen:
+        await repository.run(answer)
+    if repository.dialect == "postgresql":
+        assert len(writes_in(seen)) == 1
+        assert "INSERT INTO reflections" in writes_in(seen)[0]
+    else:
+        assert len(writes_in(seen)) == 3
+
+    def reread(unit: UnitOfWork) -> tuple[list[str], str, list[int]]:
+        user, run = load(unit, run_id)
+        return [kept.text for kept in unit.reflections(user)], run.step, user.recent_updates
+
+    assert await repository.run(reread) == (["When plans change, I tense up"], "past", [502])
+
+
+async def test_a_kept_reflection_is_there_for_the_turns_own_queries(
+        repository: Repository) -> None:
+    _, run_id = await person_in_a_flow(repository)
+
+    def keep_then_count(unit: UnitOfWork) -> tuple[int, int]:
+        user, run = load(unit, run_id)
+        unit.keep_reflection(user, run, "triggers", "First words")
+        first = unit.reflection_count(user)
+        unit.keep_reflection(user, run, "past", "Second words")
+        return first, len(unit.reflections(user))
+
+    assert await repository.run(keep_then_count) == (1, 2)
+
+
+async def test_a_reflection_kept_with_nothing_else_changed_is_stored(
+        repository: Repository) -> None:
+    _, run_id = await person_in_a_flow(repository)
+
+    def keep_only(unit: UnitOfWork) -> None:
+        user, run = load(unit, run_id)
+        unit.keep_reflection(user, run, "triggers", "Only this")
+
+    await repository.run(keep_only)
+    texts = await repository.run(lambda unit: [
+        kept.text for kept in unit.reflections(load(unit, run_id)[0])])
+    assert texts == ["Only this"]
+
+
+async def test_a_stale_run_undoes_the_whole_combined_write(repository: Repository) -> None:
+    _, run_id = await person_in_a_flow(repository)
+
+    def answer_over_a_newer_version(unit: UnitOfWork) -> None:
+        user, run = load(unit, run_id)
+        unit.session.execute(text("UPDATE flow_runs SET version = version + 1 WHERE id = :id"),
+                             {"id": run_id})
+        unit.keep_reflection(user, run, "triggers", "Lost with the turn")
+        user.recent_updates = [503]
+        run.step = "past"
+
+    with pytest.raises(StaleDataError):
+        await repository.run(answer_over_a_newer_version)
+
+    def reread(unit: UnitOfWork) -> tuple[int, str, list[int]]:
+        user, run = load(unit, run_id)
+        return unit.reflection_count(user), run.step, user.recent_updates
+
+    assert await repository.run(reread) == (0, "triggers", [])
+
+
+def test_a_queued_insert_must_give_every_column_with_a_default() -> None:
+    reflections: Any = Reflection.__table__
+    with pytest.raises(ValueError, match="created_at"):
+        RowInsert(reflections, ("user_id", "flow", "step", "question", "text"))

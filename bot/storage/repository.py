@@ -28,8 +28,8 @@ from sqlalchemy import (
     case,
     delete,
     func,
-    insert,
     literal_column,
+    null,
     select,
     text,
     union_all,
@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from bot.storage.crypto import forget_plain_text
 from bot.storage.database import is_sqlite, postgres_engine, sqlite_engine, upgrade_schema
-from bot.storage.direct import DirectWriter, DriverStatement
+from bot.storage.direct import DirectWriter, DriverStatement, RowInsert
 from bot.storage.models import (
     ChatMessage,
     CrisisEvent,
@@ -109,6 +109,16 @@ _COMPLETED_COUNTS = (
     .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == DONE)
     .group_by(_RUNS.c.flow)
 )
+# Both at once, for the menu and /progress: (flow, step, 0) for each open run, oldest first,
+# then (flow, NULL, times completed) for each flow completed.
+_FLOW_STATES = union_all(
+    select(_RUNS.c.flow, _RUNS.c.step, literal_column("0").label("completed"),
+           _RUNS.c.id.label("position"))
+    .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == OPEN),
+    select(_RUNS.c.flow, sql_cast(null(), String), func.count(), func.max(_RUNS.c.id))
+    .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == DONE)
+    .group_by(_RUNS.c.flow),
+).order_by(literal_column("position"))
 # On the table, not the mapped class: the ORM's DELETE (which looks for matching objects
 # in the session) cost six times the statement. The session flushes before it runs, and
 # every caller has already moved the job it holds out of "due".
@@ -148,10 +158,8 @@ _SAFETY_CHECKS_BY_RELATIONSHIP = {
 }
 
 
-_INSERT_REFLECTION = DriverStatement(
-    insert(_REFLECTIONS).values({column: bindparam(column) for column in
-                                 ("user_id", "flow", "step", "question", "text", "created_at")}),
-    {column.key: column.type for column in _REFLECTIONS.columns})
+_INSERT_REFLECTION = RowInsert(
+    _REFLECTIONS, ("user_id", "flow", "step", "question", "text", "created_at"))
 
 
 class DueRow(NamedTuple):
@@ -433,11 +441,22 @@ class UnitOfWork:
 
     def _insert_reflection(self, user: User, flow: str, step: str, question: str,
                            text: str) -> None:
-        # Written now, through the driver: the ORM's flush of a new object costs several
-        # times the statement, and nothing in a turn needs the Reflection object itself.
-        _INSERT_REFLECTION.run(self.session, {
+        # Through the driver, with the turn's other writes: the ORM's flush of a new object
+        # costs several times the statement, and nothing in a turn needs the object itself.
+        _INSERT_REFLECTION.queue(self.session, {
             "user_id": user.id, "flow": flow, "step": step, "question": question,
             "text": text, "created_at": utcnow()})
+
+    def flow_states(self, user: User) -> tuple[list[tuple[str, str]], dict[str, int]]:
+        """`open_steps` and `completed_counts` together, in one query."""
+        open_steps: list[tuple[str, str]] = []
+        completed: dict[str, int] = {}
+        for flow, step, count, _ in self.session.execute(_FLOW_STATES, {"user_id": user.id}):
+            if step is None:
+                completed[flow] = count
+            else:
+                open_steps.append((flow, step))
+        return open_steps, completed
 
     def completed_counts(self, user: User) -> dict[str, int]:
         result = self.session.execute(_COMPLETED_COUNTS, {"user_id": user.id})

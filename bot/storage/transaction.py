@@ -24,6 +24,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_only
 
+from bot.storage.direct import write_all
+
 T = TypeVar("T")
 
 BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED;"
@@ -62,7 +64,7 @@ def in_transaction(session: Session, work: Callable[[Session], T], chat_id: int 
         raise
     try:
         result = work(session)
-        session.flush()
+        write_all(session)
         await_only(driver.execute(COMMIT))
     except BaseException:
         _abandon(connection, driver)
