@@ -13,9 +13,10 @@ statement is also a round trip. So:
   and if the row has moved on, `StaleDataError` is raised exactly as the ORM would.
   Anything else (new rows, deletions, other tables, a changed key) is left to the ORM's
   flush, which runs right after.
-- New rows nothing in the turn needs back (a reflection) are queued with
-  `RowInsert.queue` and written with those UPDATEs. They are written before any query
-  the session runs and before it commits, so nothing reads around them.
+- New rows nothing in the turn needs back, and that refer to no row the ORM has yet to
+  insert (a reflection), are queued with `RowInsert.queue` and written with those
+  UPDATEs. They are written before any query the session runs and before it commits, so
+  nothing reads around them.
 - On PostgreSQL, a flush's writes go out as one statement (each a data-modifying WITH
   query), one round trip for all; on SQLite, one after another.
 - `DriverStatement` is a Core statement compiled once per database dialect, its values

@@ -937,21 +937,21 @@ class PostgresRepository(Repository):
             sync_session_class=sync_sessions)
 
     async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
+        try:
+            return await self._run(work, chat_id)
+        except ConnectionWasGone:
+            # Found dead before the transaction began (the server restarted while it sat in
+            # the pool): the pool has been emptied, so once more on a fresh one.
+            return await self._run(work, chat_id)
+
+    async def _run(self, work: Callable[[UnitOfWork], T], chat_id: int | None) -> T:
         # The whole transaction in one hop into synchronous code: every await of the async
         # session's own begin, execute and commit is another (the turn is the same).
         def unit_of_work(session: Session) -> T:
             return work(UnitOfWork(session))
 
-        for attempt in (1, 2):
-            try:
-                async with self._sessions() as session:
-                    return await session.run_sync(in_transaction, unit_of_work, chat_id)
-            except ConnectionWasGone:
-                # Found dead before the transaction began (the server restarted while it
-                # sat in the pool): the pool has been emptied, so once more on a fresh one.
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        async with self._sessions() as session:
+            return await session.run_sync(in_transaction, unit_of_work, chat_id)
 
     async def after_erase(self) -> None:
         forget_plain_text(self.engine.sync_engine)
