@@ -119,6 +119,27 @@ async def test_a_turn_cancelled_while_waiting_for_its_chat_gives_the_connection_
     assert await repository.run(chats_locked_by_me) == []
 
 
+async def test_a_turn_cancelled_in_the_middle_leaves_nothing_and_a_clean_connection(
+        one_connection: tuple[PostgresRepository, str]) -> None:
+    repository, _ = one_connection
+
+    def add_person_then_wait(unit: UnitOfWork) -> None:
+        unit.user_for_chat(35, "Eli", "en")
+        unit.session.flush()
+        scalar(unit, "SELECT pg_sleep(30)")
+
+    slow = asyncio.ensure_future(repository.run(add_person_then_wait, chat_id=35))
+    done, _ = await asyncio.wait({slow}, timeout=0.5)
+    assert not done
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    assert await repository.run(lambda unit: unit.find_user(35)) is None
+    assert await repository.run(chats_locked_by_me) == []
+    user = await repository.run(lambda unit: unit.user_for_chat(35, "Eli", "en"), chat_id=35)
+    assert user.chat_id == 35
+
+
 async def test_a_second_worker_waits_for_the_chat_then_sees_the_first_ones_change(
         one_connection: tuple[PostgresRepository, str]) -> None:
     repository, url = one_connection

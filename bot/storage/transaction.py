@@ -58,30 +58,35 @@ def in_transaction(session: Session, work: Callable[[Session], T], chat_id: int 
     try:
         await_only(driver.execute(begin_statements(chat_id)))
     except BaseException as error:
-        _abandon(connection, driver)
-        if driver.is_closed():
+        _abandon(connection, driver, error)
+        if isinstance(error, Exception) and driver.is_closed():
             raise ConnectionWasGone from error
         raise
     try:
         result = work(session)
         write_all(session)
         await_only(driver.execute(COMMIT))
-    except BaseException:
-        _abandon(connection, driver)
+    except BaseException as error:
+        _abandon(connection, driver, error)
         raise
     session.commit()  # the session's own bookkeeping; the database has committed already
     return result
 
 
-def _abandon(connection: Connection, driver: Any) -> None:
+def _abandon(connection: Connection, driver: Any, error: BaseException) -> None:
     """Roll back whatever is open, or see that the connection is closed if that cannot be
     done."""
+    if connection.invalidated:
+        return  # SQLAlchemy met the failure itself and has closed the connection
+    if not isinstance(error, Exception):
+        # Cancelled, possibly in the middle of a statement: what the server is still doing
+        # on this connection is unknown, so it is closed rather than reused.
+        connection.invalidate()
+        return
     if not driver.is_closed() and driver.is_in_transaction():
         # Whatever the failure, the check below sees the connection still in a transaction.
         with contextlib.suppress(BaseException):
             await_only(driver.execute(ROLLBACK))
-    if connection.invalidated:
-        return  # SQLAlchemy met the failure itself and has closed the connection
     if driver.is_closed():
         _show_dead(connection)
     elif driver.is_in_transaction():
