@@ -369,8 +369,7 @@ class DailyBatch:
         found = self._personal.get(locale)
         if found is None:
             env = self.renderer.env
-            template = env.select_template([f"{locale}/{_PROMPT_TEMPLATE}",
-                                            f"{self.renderer.default_locale}/{_PROMPT_TEMPLATE}"])
+            template = self.renderer.template(_PROMPT_TEMPLATE, locale)
             assert env.loader is not None and template.name is not None
             source = env.loader.get_source(env, template.name)[0]
             parsed = env.parse(source)

@@ -91,7 +91,7 @@ class Renderer:
                  for part in MESSAGE_SPLIT.split(self.render_plain(name, locale, context))]
         return [part for part in parts if part]
 
-    def _template(self, name: str, locale: str) -> Template:
+    def template(self, name: str, locale: str) -> Template:
         """The locale's template, else the default locale's; looked up once per pair."""
         template = self._templates.get((locale, name))
         if template is None:
@@ -109,7 +109,7 @@ class Renderer:
 
     def render_plain(self, name: str, locale: str, context: Mapping[str, Any]) -> str:
         """Render a template that is not a chat message (e.g. a Markdown export) as one text."""
-        template = self._template(name, locale)
+        template = self.template(name, locale)
         token = _current_locale.set(locale)
         try:
             return template.render(**context)
