@@ -104,13 +104,8 @@ _OPEN_STEPS = (
     .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == OPEN)
     .order_by(_RUNS.c.id)
 )
-_COMPLETED_COUNTS = (
-    select(_RUNS.c.flow, func.count())
-    .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == DONE)
-    .group_by(_RUNS.c.flow)
-)
-# Both at once, for the menu and /progress: (flow, step, 0) for each open run, oldest first,
-# then (flow, NULL, times completed) for each flow completed.
+# What the menu and /progress show of a person's flows: (flow, step, 0) for each open run,
+# oldest first, then (flow, NULL, times completed) for each flow completed.
 _FLOW_STATES = union_all(
     select(_RUNS.c.flow, _RUNS.c.step, literal_column("0").label("completed"),
            _RUNS.c.id.label("position"))
@@ -459,8 +454,7 @@ class UnitOfWork:
         return open_steps, completed
 
     def completed_counts(self, user: User) -> dict[str, int]:
-        result = self.session.execute(_COMPLETED_COUNTS, {"user_id": user.id})
-        return {flow: count for flow, count in result.all()}
+        return self.flow_states(user)[1]
 
     def reflection_count(self, user: User, flow: str | None = None,
                          theme: str | None = None) -> int:
