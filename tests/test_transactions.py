@@ -52,6 +52,26 @@ class Refused(Exception):
     pass
 
 
+async def still_waiting_then_cancelled(turn: asyncio.Future[Any]) -> None:
+    """Check that `turn` has not finished after half a second, then cancel it."""
+    done, _ = await asyncio.wait({turn}, timeout=0.5)
+    assert not done, "the turn finished while it should still have been waiting"
+    turn.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await turn
+
+
+async def left_nothing_and_works_again(repository: PostgresRepository, chat_id: int,
+                                       name: str) -> None:
+    """Nothing of the broken turn is stored, and the next turn on the same (only)
+    connection runs and leaves no lock behind."""
+    assert await repository.run(lambda unit: unit.find_user(chat_id)) is None
+    user = await repository.run(lambda unit: unit.user_for_chat(chat_id, name, "en"),
+                                chat_id=chat_id)
+    assert (user.chat_id, user.first_name) == (chat_id, name)
+    assert await repository.run(chats_locked_by_me) == []
+
+
 def add_person_then_fail(unit: UnitOfWork) -> None:
     unit.user_for_chat(31, "Ada", "en")
     unit.session.flush()
@@ -69,7 +89,7 @@ async def test_work_that_fails_leaves_nothing_and_the_next_turn_a_clean_connecti
     first = await repository.run(lambda unit: scalar(unit, "SELECT pg_current_xact_id()"))
     second = await repository.run(lambda unit: scalar(unit, "SELECT pg_current_xact_id()"))
     assert first != second
-    assert await repository.run(lambda unit: chats_locked_by_me(unit)) == []
+    assert await repository.run(chats_locked_by_me) == []
 
 
 async def test_a_database_error_in_the_work_is_rolled_back(
@@ -83,9 +103,7 @@ async def test_a_database_error_in_the_work_is_rolled_back(
 
     with pytest.raises(Exception, match="division by zero"):
         await repository.run(break_a_statement, chat_id=32)
-    assert await repository.run(lambda unit: unit.find_user(32)) is None
-    user = await repository.run(lambda unit: unit.user_for_chat(32, "Bo", "en"), chat_id=32)
-    assert user.first_name == "Bo"
+    await left_nothing_and_works_again(repository, 32, "Bo")
 
 
 async def test_a_chats_lock_is_held_for_its_turn_only(
@@ -103,20 +121,12 @@ async def test_a_turn_cancelled_while_waiting_for_its_chat_gives_the_connection_
     other_worker = await asyncpg.connect(url)
     try:
         await other_worker.execute(begin_statements(33))  # another worker's turn for chat 33
-        waiting = asyncio.ensure_future(repository.run(
-            lambda unit: unit.user_for_chat(33, "Cy", "en"), chat_id=33))
-        done, _ = await asyncio.wait({waiting}, timeout=0.5)
-        assert not done, "the turn ran although another worker held the chat"
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
+        await still_waiting_then_cancelled(asyncio.ensure_future(repository.run(
+            lambda unit: unit.user_for_chat(33, "Cy", "en"), chat_id=33)))
         await other_worker.execute("ROLLBACK")
     finally:
         await other_worker.close()
-    assert await repository.run(lambda unit: unit.find_user(33)) is None
-    user = await repository.run(lambda unit: unit.user_for_chat(33, "Cy", "en"), chat_id=33)
-    assert user.chat_id == 33
-    assert await repository.run(chats_locked_by_me) == []
+    await left_nothing_and_works_again(repository, 33, "Cy")
 
 
 async def test_a_turn_cancelled_in_the_middle_leaves_nothing_and_a_clean_connection(
@@ -128,16 +138,9 @@ async def test_a_turn_cancelled_in_the_middle_leaves_nothing_and_a_clean_connect
         unit.session.flush()
         scalar(unit, "SELECT pg_sleep(30)")
 
-    slow = asyncio.ensure_future(repository.run(add_person_then_wait, chat_id=35))
-    done, _ = await asyncio.wait({slow}, timeout=0.5)
-    assert not done
-    slow.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await slow
-    assert await repository.run(lambda unit: unit.find_user(35)) is None
-    assert await repository.run(chats_locked_by_me) == []
-    user = await repository.run(lambda unit: unit.user_for_chat(35, "Eli", "en"), chat_id=35)
-    assert user.chat_id == 35
+    await still_waiting_then_cancelled(
+        asyncio.ensure_future(repository.run(add_person_then_wait, chat_id=35)))
+    await left_nothing_and_works_again(repository, 35, "Eli")
 
 
 async def test_a_second_worker_waits_for_the_chat_then_sees_the_first_ones_change(
