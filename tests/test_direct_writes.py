@@ -28,18 +28,34 @@ def sync_engine(repository: Repository) -> Engine:
 
 @contextmanager
 def statements(repository: Repository) -> Iterator[list[str]]:
-    """The SQL sent to the database meanwhile, one line each."""
+    """The SQL sent to the database meanwhile, one line each: through SQLAlchemy, and (on
+    PostgreSQL) straight to asyncpg, whose query loggers see what its connection runs
+    other than through a prepared statement (SQLAlchemy's way)."""
     seen: list[str] = []
+    logged: list[Any] = []  # asyncpg connections given the logger
 
     def note(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
         seen.append(" ".join(statement.split()))
 
+    def log(query: Any) -> None:
+        seen.append(" ".join(query.query.split()))
+
+    def watch(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        driver = record.driver_connection
+        if hasattr(driver, "add_query_logger") and driver not in logged:
+            driver.add_query_logger(log)
+            logged.append(driver)
+
     engine = sync_engine(repository)
     event.listen(engine, "before_cursor_execute", note)
+    event.listen(engine.pool, "checkout", watch)
     try:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", note)
+        event.remove(engine.pool, "checkout", watch)
+        for driver in logged:
+            driver.remove_query_logger(log)
 
 
 def updates_of(seen: list[str], table: str) -> list[str]:

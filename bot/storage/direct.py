@@ -27,7 +27,7 @@ statement is also a round trip. So:
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -46,6 +46,7 @@ from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.types import TypeEngine
+from sqlalchemy.util import await_only
 
 from bot.storage.models import FlowRun, User
 
@@ -103,10 +104,31 @@ class DriverStatement:
                 values: Mapping[str, Any]) -> CursorResult[*tuple[Any, ...]]:
         """Run without first writing the session's queued rows."""
         connection = session.connection()
-        compiled = self._for(connection.dialect)
+        return connection.exec_driver_sql(*self.bound(connection.dialect, values))
+
+    def rows(self, session: Session, values: Mapping[str, Any],
+             written: bool = True) -> Sequence[Sequence[Any]]:
+        """The rows, as the driver gives them. First, as an ORM query would (`written`),
+        whatever the session has yet to write is written: nothing is read around it.
+
+        On PostgreSQL the statement goes to asyncpg itself: SQLAlchemy's adapter (its
+        cursor emulation) cost more than the call. Its errors are then asyncpg's own, which
+        the unit of work's transaction (bot.storage.transaction) handles as it does those
+        of BEGIN and COMMIT."""
+        if written and session.autoflush and has_writes(session):
+            write_all(session)
+        connection = session.connection()
+        sql, parameters = self.bound(connection.dialect, values)
+        if connection.dialect.name == "postgresql":
+            driver: Any = connection.connection.driver_connection
+            return await_only(driver.fetch(sql, *parameters))
+        return connection.exec_driver_sql(sql, parameters).all()
+
+    def bound(self, dialect: Dialect, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        """The SQL for `dialect`, and its parameters' values as the driver takes them."""
+        compiled = self._for(dialect)
         given = {**compiled.constants, **values} if compiled.constants else values
-        return connection.exec_driver_sql(
-            compiled.sql, tuple(convert(given[name]) for name, convert in compiled.order))
+        return compiled.sql, tuple(convert(given[name]) for name, convert in compiled.order)
 
 
 class _Compiled(NamedTuple):
@@ -267,6 +289,11 @@ def write_all(session: Session) -> None:
         _send(session, queued)
 
 
+def has_writes(session: Session) -> bool:
+    """Whether the session holds changes or rows it has yet to write."""
+    return bool(session.info.get(QUEUED) or session.new or session.dirty or session.deleted)
+
+
 def _before_query(orm_execute_state: ORMExecuteState) -> None:
     if orm_execute_state.session.info.get(QUEUED):
         write_all(orm_execute_state.session)
@@ -275,7 +302,7 @@ def _before_query(orm_execute_state: ORMExecuteState) -> None:
 def _send(session: Session, writes: list[_Write]) -> None:
     if not writes:
         return
-    if len(writes) == 1 or session.get_bind().dialect.name != "postgresql":
+    if session.get_bind().dialect.name != "postgresql":
         for write in writes:
             _check(write, write.part.alone.run_now(session, write.values).rowcount)
         return
@@ -283,7 +310,7 @@ def _send(session: Session, writes: list[_Write]) -> None:
     values: dict[str, Any] = {}
     for index, write in enumerate(writes):
         values.update({f"w{index}_{name}": value for name, value in write.values.items()})
-    counts = combined.run_now(session, values).one()
+    (counts,) = combined.rows(session, values, written=False)  # each part's row count
     for write, count in zip(writes, counts, strict=True):
         _check(write, count)
 

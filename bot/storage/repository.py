@@ -38,11 +38,12 @@ from sqlalchemy import (
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from bot.storage.crypto import forget_plain_text
 from bot.storage.database import is_sqlite, postgres_engine, sqlite_engine, upgrade_schema
 from bot.storage.direct import DirectWriter, DriverStatement, RowInsert
+from bot.storage.loading import LoadedInsert, ObjectsQuery
 from bot.storage.models import (
     ChatMessage,
     CrisisEvent,
@@ -73,24 +74,24 @@ _REFLECTIONS: Table = Reflection.__table__  # type: ignore[assignment]
 # The statements of every turn, built once: building one, and SQLAlchemy's work for a
 # statement it has not seen, cost several times running it. Those that return plain
 # values name table columns, which keeps the ORM out of their execution.
-_USER = select(User).where(User.chat_id == bindparam("chat_id"))
-_ACTIVE_RUN = aliased(FlowRun)
-_USER_WITH_ACTIVE_RUN = (
-    select(User, _ACTIVE_RUN)
-    .outerjoin(_ACTIVE_RUN, and_(_ACTIVE_RUN.user_id == User.id,
-                                 _ACTIVE_RUN.flow == User.active_flow,
-                                 _ACTIVE_RUN.status == OPEN))
-    .where(User.chat_id == bindparam("chat_id"))
-    .order_by(_ACTIVE_RUN.id.desc())
+_USER = ObjectsQuery((User,), select(*_USERS.c).where(_USERS.c.chat_id == bindparam("chat_id")))
+_USER_WITH_ACTIVE_RUN = ObjectsQuery((User, FlowRun), (
+    select(*_USERS.c, *_RUNS.c)
+    .select_from(_USERS.outerjoin(_RUNS, and_(_RUNS.c.user_id == _USERS.c.id,
+                                              _RUNS.c.flow == _USERS.c.active_flow,
+                                              _RUNS.c.status == OPEN)))
+    .where(_USERS.c.chat_id == bindparam("chat_id"))
+    .order_by(_RUNS.c.id.desc())
     .limit(1)
-)
-_OPEN_RUN = (
-    select(FlowRun)
-    .where(FlowRun.user_id == bindparam("user_id"), FlowRun.flow == bindparam("flow"),
-           FlowRun.status == OPEN)
-    .order_by(FlowRun.id.desc())
+))
+_OPEN_RUN = ObjectsQuery((FlowRun,), (
+    select(*_RUNS.c)
+    .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.flow == bindparam("flow"),
+           _RUNS.c.status == OPEN)
+    .order_by(_RUNS.c.id.desc())
     .limit(1)
-)
+))
+_NEW_RUN = LoadedInsert(FlowRun)
 # A person's first contact, by database: a second message racing the first adds no one.
 _NEW_USER = {
     name: dialect.insert(_USERS).values({column: bindparam(column) for column in (
@@ -106,14 +107,14 @@ _OPEN_STEPS = (
 )
 # What the menu and /progress show of a person's flows: (flow, step, 0) for each open run,
 # oldest first, then (flow, NULL, times completed) for each flow completed.
-_FLOW_STATES = union_all(
+_FLOW_STATES = DriverStatement(union_all(
     select(_RUNS.c.flow, _RUNS.c.step, literal_column("0").label("completed"),
            _RUNS.c.id.label("position"))
     .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == OPEN),
     select(_RUNS.c.flow, sql_cast(null(), String), func.count(), func.max(_RUNS.c.id))
     .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == DONE)
     .group_by(_RUNS.c.flow),
-).order_by(literal_column("position"))
+).order_by(literal_column("position")))
 # On the table, not the mapped class: the ORM's DELETE (which looks for matching objects
 # in the session) cost six times the statement. The session flushes before it runs, and
 # every caller has already moved the job it holds out of "due".
@@ -353,7 +354,7 @@ class UnitOfWork:
         The run of the flow they are in comes back in the same query, since nearly every
         turn needs it.
         """
-        row = self.session.execute(_USER_WITH_ACTIVE_RUN, {"chat_id": chat_id}).first()
+        row = _USER_WITH_ACTIVE_RUN.first(self.session, {"chat_id": chat_id})
         if row is not None:
             found: User = row[0]
             if found.active_flow:
@@ -390,13 +391,14 @@ class UnitOfWork:
         return self._user(chat_id)
 
     def _user(self, chat_id: int) -> User | None:
-        return self.session.execute(_USER, {"chat_id": chat_id}).scalar_one_or_none()
+        row = _USER.first(self.session, {"chat_id": chat_id})
+        return row[0] if row is not None else None
 
     def open_run(self, user: User, flow: str) -> FlowRun | None:
         key = (user.id, flow)
         if key not in self._open_runs:
-            self._open_runs[key] = self.session.execute(
-                _OPEN_RUN, {"user_id": user.id, "flow": flow}).scalar_one_or_none()
+            row = _OPEN_RUN.first(self.session, {"user_id": user.id, "flow": flow})
+            self._open_runs[key] = row[0] if row is not None else None
         return self._open_runs[key]
 
     def open_steps(self, user: User) -> list[tuple[str, str]]:
@@ -406,9 +408,11 @@ class UnitOfWork:
         return [(flow, step) for flow, step in rows]
 
     def start_run(self, user: User, flow: str, step: str) -> FlowRun:
-        run = FlowRun(user_id=user.id, flow=flow, step=step, answers={}, status=OPEN)
-        self.session.add(run)
-        self.session.flush()  # the run's id goes into its buttons
+        # Written at once: the run's id goes into its buttons.
+        now = utcnow()
+        run: FlowRun = _NEW_RUN.add(self.session, {
+            "user_id": user.id, "flow": flow, "step": step, "answers": {}, "status": OPEN,
+            "version": 1, "started_at": now, "updated_at": now, "completed_at": None})
         self._open_runs[(user.id, flow)] = run
         return run
 
@@ -446,7 +450,7 @@ class UnitOfWork:
         """`open_steps` and `completed_counts` together, in one query."""
         open_steps: list[tuple[str, str]] = []
         completed: dict[str, int] = {}
-        for flow, step, count, _ in self.session.execute(_FLOW_STATES, {"user_id": user.id}):
+        for flow, step, count, _ in _FLOW_STATES.rows(self.session, {"user_id": user.id}):
             if step is None:
                 completed[flow] = count
             else:

@@ -69,7 +69,8 @@ def in_transaction(session: Session, work: Callable[[Session], T], chat_id: int 
     except BaseException as error:
         _abandon(connection, driver, error)
         raise
-    session.commit()  # the session's own bookkeeping; the database has committed already
+    # The database has committed; the session's own transaction ends when it closes, where
+    # its commit() would repeat a second time what was just done.
     return result
 
 
