@@ -14,6 +14,7 @@ from cryptography.fernet import MultiFernet
 from sqlalchemy import text
 
 from bot.storage.database import postgres_engine
+from bot.storage.models import User
 from bot.storage.repository import PostgresRepository, UnitOfWork
 from bot.storage.transaction import begin_statements
 from tests.conftest import drop_postgres_database, fresh_postgres_database
@@ -104,6 +105,21 @@ async def test_a_database_error_in_the_work_is_rolled_back(
     with pytest.raises(Exception, match="division by zero"):
         await repository.run(break_a_statement, chat_id=32)
     await left_nothing_and_works_again(repository, 32, "Bo")
+
+
+async def test_an_error_of_a_statement_sent_straight_to_asyncpg_is_rolled_back(
+        one_connection: tuple[PostgresRepository, str]) -> None:
+    repository, _ = one_connection
+
+    def start_a_run_for_no_one(unit: UnitOfWork) -> None:
+        user = unit.user_for_chat(35, "Cy", "en")
+        unit.start_run(user, "aware", "triggers")  # through the driver, not the ORM
+        no_one = User(id=999_999)  # a person who does not exist: a foreign key is broken
+        unit.start_run(no_one, "repair", "pause")
+
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await repository.run(start_a_run_for_no_one, chat_id=35)
+    await left_nothing_and_works_again(repository, 35, "Cy")
 
 
 async def test_a_chats_lock_is_held_for_its_turn_only(
