@@ -2,7 +2,7 @@
 
 A unit of work is plain synchronous code over a SQLAlchemy session. The repository
 runs it in one go: on SQLite, straight through with the synchronous driver; on
-PostgreSQL, through asyncpg with `AsyncSession.run_sync`. Either way a turn is one
+PostgreSQL, through asyncpg in a greenlet, as `AsyncSession.run_sync` would. Either way a turn is one
 transaction.
 """
 
@@ -37,8 +37,9 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import greenlet_spawn
 
 from bot.storage.crypto import forget_plain_text
 from bot.storage.database import is_sqlite, postgres_engine, sqlite_engine, upgrade_schema
@@ -925,14 +926,15 @@ class PostgresRepository(Repository):
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__()
         self.engine = engine
-        # A Session class of its own, so that the writer listens to this repository only.
-        sync_sessions = type("PostgresSession", (Session,), {})
-        DirectWriter().listen(sync_sessions)
         # Units of work begin and commit through bot.storage.transaction, on connections
         # the adapter leaves alone (autocommit). `engine` itself keeps ordinary transactions.
-        self._sessions = async_sessionmaker(
-            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False,
-            sync_session_class=sync_sessions)
+        # The sessions are the synchronous ones an AsyncSession would wrap, made and closed
+        # inside the unit of work's greenlet: the AsyncSession around them cost a tenth of
+        # a turn (its setup, and a task of its own to close it).
+        self._sessions = sessionmaker(
+            engine.sync_engine.execution_options(isolation_level="AUTOCOMMIT"),
+            expire_on_commit=False)
+        DirectWriter().listen(self._sessions)
 
     async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
         try:
@@ -943,13 +945,17 @@ class PostgresRepository(Repository):
             return await self._run(work, chat_id)
 
     async def _run(self, work: Callable[[UnitOfWork], T], chat_id: int | None) -> T:
-        # The whole transaction in one hop into synchronous code: every await of the async
-        # session's own begin, execute and commit is another (the turn is the same).
+        # The whole transaction in one hop into synchronous code, as AsyncSession.run_sync
+        # makes it: every await of the async session's own begin, execute and commit is
+        # another (the turn is the same).
         def unit_of_work(session: Session) -> T:
             return work(UnitOfWork(session))
 
-        async with self._sessions() as session:
-            return await session.run_sync(in_transaction, unit_of_work, chat_id)
+        def in_session() -> T:
+            with self._sessions() as session:
+                return in_transaction(session, unit_of_work, chat_id)
+
+        return await greenlet_spawn(in_session)
 
     async def after_erase(self) -> None:
         forget_plain_text(self.engine.sync_engine)
