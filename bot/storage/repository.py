@@ -2,8 +2,8 @@
 
 A unit of work is plain synchronous code over a SQLAlchemy session. The repository
 runs it in one go: on SQLite, straight through with the synchronous driver; on
-PostgreSQL, through asyncpg in a greenlet, as `AsyncSession.run_sync` would. Either way a turn is one
-transaction.
+PostgreSQL, through asyncpg in a greenlet, as `AsyncSession.run_sync` would. Either way a
+turn is one transaction.
 """
 
 from __future__ import annotations
