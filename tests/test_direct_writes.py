@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ def sync_engine(repository: Repository) -> Engine:
 def statements(repository: Repository) -> Iterator[list[str]]:
     """The SQL sent to the database meanwhile, one line each: through SQLAlchemy, and (on
     PostgreSQL) straight to asyncpg, whose query loggers see what its connection runs
-    other than through a prepared statement (SQLAlchemy's way)."""
+    other than through a prepared statement (SQLAlchemy's way). asyncpg reports each a
+    moment after it ran (call_soon), so `seen` is to be read once the turn is over."""
     seen: list[str] = []
     logged: list[Any] = []  # asyncpg connections given the logger
 
@@ -293,3 +295,121 @@ def test_a_queued_insert_must_give_every_column_with_a_default() -> None:
     reflections: Any = Reflection.__table__
     with pytest.raises(ValueError, match="created_at"):
         RowInsert(reflections, ("user_id", "flow", "step", "question", "text"))
+
+
+def reads_in(seen: list[str]) -> list[str]:
+    return [line for line in seen if line.startswith("SELECT ")]
+
+
+async def test_a_read_writes_first_only_the_changes_it_could_see(
+        repository: Repository) -> None:
+    """A change to the person waits past a read of runs alone (each write before a read
+    is a round trip on PostgreSQL); a change to a run is written before it."""
+    _, run_id = await person_in_a_flow(repository)
+
+    def turn(unit: UnitOfWork) -> list[tuple[str, str]]:
+        user, run = load(unit, run_id)
+        user.country = "NZ"
+        before = unit.flow_states(user)[0]  # had it written the person, ...
+        run.step = "past"
+        return [*before, *unit.flow_states(user)[0]]  # ... this would write again
+
+    with statements(repository) as seen:
+        assert await repository.run(turn) == [("aware", "triggers"), ("aware", "past")]
+    # One write, before the second read, held both changes; nothing was left for commit.
+    if repository.dialect == "postgresql":
+        assert len(writes_in(seen)) == 1
+    assert len(updates_of(seen, "users")) == 1 and len(updates_of(seen, "flow_runs")) == 1
+    assert await repository.run(lambda unit: load(unit, run_id)[0].country) == "NZ"
+
+
+async def jobs_of(repository: Repository, user_id: int) -> list[tuple[str, str]]:
+    return await repository.run(lambda unit: sorted(
+        (kind, state) for kind, state in unit.session.execute(text(
+            "SELECT kind, state FROM scheduled_jobs WHERE user_id = :id"), {"id": user_id})))
+
+
+async def test_cancelled_jobs_go_with_the_turns_other_writes(repository: Repository) -> None:
+    user_id, _ = await person_in_a_flow(repository)
+
+    def plan(unit: UnitOfWork) -> None:
+        user = unit.user_for_chat(77, "Sam", "en")
+        for day, kind in ((1, "daily"), (2, "daily"), (1, "weekly"), (3, "snooze")):
+            unit.plan_job(user, kind, datetime(2026, 6, day, 7, tzinfo=UTC),
+                          local_date=date(2026, 6, day))
+
+    await repository.run(plan)
+
+    def stop_the_daily_and_weekly(unit: UnitOfWork) -> None:
+        user = unit.user_for_chat(77, "Sam", "en")
+        user.daily_enabled = False
+        unit.cancel_jobs(user, "daily")
+        unit.cancel_jobs(user, "weekly")
+
+    with statements(repository) as seen:
+        await repository.run(stop_the_daily_and_weekly)
+    deletes = [line for line in seen if "DELETE FROM scheduled_jobs" in line]
+    if repository.dialect == "postgresql":
+        assert len(writes_in(seen)) == 1 and len(deletes) == 1
+        assert deletes[0].count("DELETE FROM scheduled_jobs") == 2
+    else:
+        assert len(deletes) == 2
+    assert await jobs_of(repository, user_id) == [("snooze", "due")]
+
+
+async def test_a_job_moved_out_of_due_before_a_cancel_is_kept(repository: Repository) -> None:
+    """The cancel is queued, but whatever the turn did to the jobs before it is written
+    first: the job it holds, no longer due, is not deleted with the due ones."""
+    user_id, _ = await person_in_a_flow(repository)
+
+    def plan(unit: UnitOfWork) -> list[int]:
+        user = unit.user_for_chat(77, "Sam", "en")
+        for day in (1, 2):
+            unit.plan_job(user, "daily", datetime(2026, 6, day, 7, tzinfo=UTC),
+                          local_date=date(2026, 6, day))
+        return list(unit.session.execute(text(
+            "SELECT id FROM scheduled_jobs ORDER BY due_at")).scalars())
+
+    first, _ = await repository.run(plan)
+
+    def send_then_replan(unit: UnitOfWork) -> None:
+        user = unit.user_for_chat(77, "Sam", "en")
+        job = unit.job(first)
+        assert job is not None
+        job.state = "sent"
+        unit.cancel_jobs(user, "daily")
+
+    await repository.run(send_then_replan)
+    assert await jobs_of(repository, user_id) == [("daily", "sent")]
+
+
+async def test_first_contact_adds_the_person_in_one_statement(repository: Repository) -> None:
+    def first_contact(unit: UnitOfWork) -> tuple[Any, ...]:
+        user = unit.user_for_chat(64, "Lee", "en")
+        return (user.first_name, user.language, user.onboarded, user.recent_updates,
+                user.daily_enabled, user.paused, user.discreet, user.created_at is not None,
+                unit.open_run(user, "onboarding"))
+
+    with statements(repository) as seen:
+        added = await repository.run(first_contact)
+    assert added == ("Lee", "en", False, [], False, False, False, True, None)
+    inserts = [line for line in seen if line.startswith("INSERT INTO users")]
+    assert len(inserts) == 1 and "RETURNING" in inserts[0]
+    # The read before it found no one; no runs were looked for, as there can be none.
+    assert len(reads_in(seen)) == 1 and reads_in(seen)[0].startswith("SELECT users.id")
+
+
+async def test_a_second_first_contact_adds_no_one(repository: Repository) -> None:
+    from bot.storage.repository import _NEW_USER
+
+    await repository.run(lambda unit: unit.user_for_chat(65, "Kai", "en"))
+
+    def add_again(unit: UnitOfWork) -> Any:
+        now = datetime.now(UTC)
+        return _NEW_USER[repository.dialect].first(unit.session, {
+            "chat_id": 65, "first_name": "Kai", "language": "en", "onboarded": False,
+            "recent_updates": [], "daily_enabled": False, "paused": False, "discreet": False,
+            "created_at": now, "updated_at": now})
+
+    assert await repository.run(add_again) is None
+    assert await repository.run(lambda unit: unit.find_user(65).first_name) == "Kai"

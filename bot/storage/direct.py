@@ -15,8 +15,9 @@ statement is also a round trip. So:
   flush, which runs right after.
 - New rows nothing in the turn needs back, and that refer to no row the ORM has yet to
   insert (a reflection), are queued with `RowInsert.queue` and written with those
-  UPDATEs. They are written before any query the session runs and before it commits, so
-  nothing reads around them.
+  UPDATEs; so are deletions nothing waits on (`RowsDelete.queue`: a person's due jobs
+  cancelled). They are written before any query the session runs that could see them,
+  and before it commits, so nothing reads around them.
 - On PostgreSQL, a flush's writes go out as one statement (each a data-modifying WITH
   query), one round trip for all; on SQLite, one after another.
 - `DriverStatement` is a Core statement compiled once per database dialect, its values
@@ -33,6 +34,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     Table,
     bindparam,
+    delete,
     event,
     func,
     insert,
@@ -45,6 +47,7 @@ from sqlalchemy.engine import CursorResult, Dialect
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.state import InstanceState
+from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import await_only
 
@@ -75,6 +78,11 @@ class DriverStatement:
                  types: Mapping[str, TypeEngine[Any]] | None = None) -> None:
         self.statement = statement
         self.types = types or {}
+        # The tables it reads or writes (None: unknown, so any): only writes to these are
+        # made before it (see `rows`).
+        self.tables = frozenset(table for table in find_tables(
+            statement, include_crud=True, include_joins=True, check_columns=True)
+            if isinstance(table, Table)) or None
         # By dialect object, not name: the encryption key travels on the dialect, so two
         # databases in one process (as in the tests, or key rotation) differ here.
         self._compiled: weakref.WeakKeyDictionary[Dialect, _Compiled] = (
@@ -109,13 +117,16 @@ class DriverStatement:
     def rows(self, session: Session, values: Mapping[str, Any],
              written: bool = True) -> Sequence[Sequence[Any]]:
         """The rows, as the driver gives them. First, as an ORM query would (`written`),
-        whatever the session has yet to write is written: nothing is read around it.
+        whatever the session has yet to write is written if any of it touches the tables
+        the statement reads (or it inserts or deletes with the ORM): nothing is read
+        around it. Other changes wait for a later statement, or the commit: each write
+        before a read is a round trip on PostgreSQL.
 
         On PostgreSQL the statement goes to asyncpg itself: SQLAlchemy's adapter (its
         cursor emulation) cost more than the call. Its errors are then asyncpg's own, which
         the unit of work's transaction (bot.storage.transaction) handles as it does those
         of BEGIN and COMMIT."""
-        if written and session.autoflush and has_writes(session):
+        if written and session.autoflush and has_writes(session, self.tables):
             write_all(session)
         connection = session.connection()
         sql, parameters = self.bound(connection.dialect, values)
@@ -189,6 +200,39 @@ class RowInsert(_Part):
         return {f"{prefix}{column}": self.table.c[column].type for column in self.columns}
 
     def queue(self, session: Session, values: dict[str, Any]) -> None:
+        session.info.setdefault(QUEUED, []).append(_Write(self, values))
+
+
+class RowsDelete(_Part):
+    """DELETE the rows of `table` whose `keys` columns hold the values given, and whose
+    `fixed` columns hold these values; queued as RowInsert's rows are, for deletions
+    nothing in the turn waits on."""
+
+    def __init__(self, table: Table, keys: tuple[str, ...],
+                 fixed: Mapping[str, Any] | None = None) -> None:
+        self.table, self.keys, self.fixed = table, keys, dict(fixed or {})
+        self.alone = DriverStatement(self.core(""), self.types(""))
+
+    def core(self, prefix: str) -> Any:
+        columns = self.table.c
+        return delete(self.table).where(
+            *(columns[key] == bindparam(f"{prefix}{key}") for key in self.keys),
+            *(columns[key] == value for key, value in self.fixed.items()))
+
+    def types(self, prefix: str) -> dict[str, TypeEngine[Any]]:
+        return {f"{prefix}{key}": self.table.c[key].type for key in self.keys}
+
+    def queue(self, session: Session, values: dict[str, Any]) -> None:
+        if set(values) != set(self.keys):
+            raise ValueError(f"a DELETE from {self.table.name} is by {sorted(self.keys)}")
+        queued: list[_Write] = session.info.get(QUEUED) or []
+        if _orm_writes(session, frozenset((self.table,))) or any(
+                write.part.table is self.table and not isinstance(write.part, RowsDelete)
+                for write in queued):
+            # What came before it on its table is written before it: the writes queued
+            # together go as one statement on PostgreSQL, where none sees another's rows
+            # (deletions alone may go together: either order leaves the same rows).
+            write_all(session)
         session.info.setdefault(QUEUED, []).append(_Write(self, values))
 
 
@@ -289,9 +333,23 @@ def write_all(session: Session) -> None:
         _send(session, queued)
 
 
-def has_writes(session: Session) -> bool:
-    """Whether the session holds changes or rows it has yet to write."""
-    return bool(session.info.get(QUEUED) or session.new or session.dirty or session.deleted)
+def has_writes(session: Session, tables: frozenset[Table] | None = None) -> bool:
+    """Whether the session holds changes or rows it has yet to write: any (`tables` None),
+    or any that could change what a statement on `tables` finds. New and deleted objects
+    always count: another row may refer to them."""
+    queued: list[_Write] = session.info.get(QUEUED) or []
+    if tables is None:
+        return bool(queued) or _orm_writes(session, None)
+    return any(write.part.table in tables for write in queued) or _orm_writes(session, tables)
+
+
+def _orm_writes(session: Session, tables: frozenset[Table] | None) -> bool:
+    """`has_writes`, of the objects the session holds only."""
+    if session.new or session.deleted:
+        return True
+    if tables is None:
+        return bool(session.dirty)
+    return any(inspect(obj).mapper.local_table in tables for obj in session.dirty)
 
 
 def _before_query(orm_execute_state: ORMExecuteState) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import Column, Table, bindparam, insert, inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapper, Session, configure_mappers, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.types import TypeEngine
 
 from bot.storage.direct import DriverStatement
 
@@ -67,20 +68,22 @@ class _Loader:
 
 
 class ObjectsQuery:
-    """A SELECT of every column of one or more mapped classes' tables, each table's in its
-    own order, one table after another (an outer join may leave a table's all NULL).
-    `rows` gives, per row, one object per class, or None where its key is NULL."""
+    """A SELECT (or an INSERT ... RETURNING) of every column of one or more mapped
+    classes' tables, each table's in its own order, one table after another (an outer
+    join may leave a table's all NULL). `rows` gives, per row, one object per class, or
+    None where its key is NULL. `types` converts parameters as DriverStatement's do."""
 
-    def __init__(self, classes: Sequence[type], statement: Any) -> None:
+    def __init__(self, classes: Sequence[type], statement: Any,
+                 types: Mapping[str, TypeEngine[Any]] | None = None) -> None:
         self.loaders = [_Loader(cls) for cls in classes]
         expected = [column for loader in self.loaders for column in loader.table.columns]
-        selected = list(statement.selected_columns)
+        selected = list(statement.exported_columns)  # what a SELECT, or a RETURNING, gives
         if len(selected) != len(expected) or any(
                 not isinstance(given, Column) or given.table is not wanted.table
                 or given.key != wanted.key
                 for given, wanted in zip(selected, expected, strict=True)):
             raise ValueError("an ObjectsQuery selects each table's columns, in order")
-        self.statement = DriverStatement(statement)
+        self.statement = DriverStatement(statement, types)
 
     def rows(self, session: Session, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         dialect = session.get_bind().dialect

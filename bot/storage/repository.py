@@ -43,7 +43,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from bot.storage.crypto import forget_plain_text
 from bot.storage.database import is_sqlite, postgres_engine, sqlite_engine, upgrade_schema
-from bot.storage.direct import DirectWriter, DriverStatement, RowInsert
+from bot.storage.direct import DirectWriter, DriverStatement, RowInsert, RowsDelete
 from bot.storage.loading import LoadedInsert, ObjectsQuery
 from bot.storage.models import (
     ChatMessage,
@@ -93,11 +93,16 @@ _OPEN_RUN = ObjectsQuery((FlowRun,), (
     .limit(1)
 ))
 _NEW_RUN = LoadedInsert(FlowRun)
-# A person's first contact, by database: a second message racing the first adds no one.
+# A person's first contact, by database: a second message racing the first adds no one,
+# and gets no row back. Every column with a default is given: the driver fills in none.
+_NEW_USER_COLUMNS = ("chat_id", "first_name", "language", "onboarded", "recent_updates",
+                     "daily_enabled", "paused", "discreet", "created_at", "updated_at")
 _NEW_USER = {
-    name: dialect.insert(_USERS).values({column: bindparam(column) for column in (
-        "chat_id", "first_name", "language", "onboarded", "created_at", "updated_at")})
-    .on_conflict_do_nothing(index_elements=["chat_id"])
+    name: ObjectsQuery((User,), dialect.insert(_USERS)
+                       .values({column: bindparam(column) for column in _NEW_USER_COLUMNS})
+                       .on_conflict_do_nothing(index_elements=["chat_id"])
+                       .returning(*_USERS.c),
+                       {column: _USERS.c[column].type for column in _NEW_USER_COLUMNS})
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 _FORGET_MESSAGES = delete(ChatMessage).where(ChatMessage.at < bindparam("before"))
@@ -117,11 +122,10 @@ _FLOW_STATES = DriverStatement(union_all(
     .group_by(_RUNS.c.flow),
 ).order_by(literal_column("position")))
 # On the table, not the mapped class: the ORM's DELETE (which looks for matching objects
-# in the session) cost six times the statement. The session flushes before it runs, and
-# every caller has already moved the job it holds out of "due".
-_CANCEL_JOBS = delete(_JOBS).where(
-    _JOBS.c.user_id == bindparam("user_id"), _JOBS.c.kind == bindparam("kind"),
-    _JOBS.c.state == "due")
+# in the session) cost six times the statement. Queued with the turn's other writes, after
+# whatever the session holds for the table (every caller has already moved the job it
+# holds out of "due").
+_CANCEL_JOBS = RowsDelete(_JOBS, ("user_id", "kind"), {"state": "due"})
 _REFLECTIONS_SINCE = select(_REFLECTIONS.c.created_at).where(
     _REFLECTIONS.c.user_id == bindparam("user_id"),
     _REFLECTIONS.c.created_at >= bindparam("since"))
@@ -348,6 +352,8 @@ class UnitOfWork:
         self.session = session
         # Open runs already looked up in this transaction, by (user id, flow).
         self._open_runs: dict[tuple[int, str], FlowRun | None] = {}
+        # People added in this transaction: they have no runs but those started since.
+        self._new_people: set[int] = set()
 
     def user_for_chat(self, chat_id: int, first_name: str, language: str) -> User:
         """The person behind `chat_id`, created on first contact (safely, if two arrive at once).
@@ -362,11 +368,16 @@ class UnitOfWork:
                 self._open_runs[(found.id, found.active_flow)] = row[1]
             return found
         now = utcnow()
-        self.session.execute(_NEW_USER[self._dialect()], {
+        row = _NEW_USER[self._dialect()].first(self.session, {
             "chat_id": chat_id, "first_name": first_name[:128], "language": language,
-            "onboarded": False, "created_at": now, "updated_at": now})
-        created = self._user(chat_id)
-        assert created is not None
+            "onboarded": False, "recent_updates": [], "daily_enabled": False, "paused": False,
+            "discreet": False, "created_at": now, "updated_at": now})
+        if row is None:  # another first message got there first
+            row = _USER.first(self.session, {"chat_id": chat_id})
+            assert row is not None
+        else:
+            self._new_people.add(row[0].id)
+        created: User = row[0]
         return created
 
     def _dialect(self) -> str:
@@ -398,6 +409,8 @@ class UnitOfWork:
     def open_run(self, user: User, flow: str) -> FlowRun | None:
         key = (user.id, flow)
         if key not in self._open_runs:
+            if user.id in self._new_people:
+                return None
             row = _OPEN_RUN.first(self.session, {"user_id": user.id, "flow": flow})
             self._open_runs[key] = row[0] if row is not None else None
         return self._open_runs[key]
@@ -608,7 +621,8 @@ class UnitOfWork:
         self._insert_reflection(user, "daily", theme, prompt_id, text)
 
     def cancel_jobs(self, user: User, kind: str) -> None:
-        self.session.execute(_CANCEL_JOBS, {"user_id": user.id, "kind": kind})
+        # Queued, to go with the turn's other writes (bot.storage.direct).
+        _CANCEL_JOBS.queue(self.session, {"user_id": user.id, "kind": kind})
 
     def claim_due_jobs(self, now: datetime, lease: timedelta, limit: int) -> list[int]:
         """Claim up to `limit` due jobs; another worker's live claims are skipped, not waited on."""
