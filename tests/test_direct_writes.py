@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm.exc import StaleDataError
 
 from bot.storage.crypto import cipher_from
-from bot.storage.direct import RowInsert
+from bot.storage.direct import DriverStatement, RowInsert
 from bot.storage.models import FlowRun, Reflection, User
 from bot.storage.repository import Repository, UnitOfWork
 from tests.helpers import migrated
@@ -413,3 +413,17 @@ async def test_a_second_first_contact_adds_no_one(repository: Repository) -> Non
 
     assert await repository.run(add_again) is None
     assert await repository.run(lambda unit: unit.find_user(65).first_name) == "Kai"
+
+
+def test_a_statement_knows_the_tables_it_reads_through_aliases_and_subqueries() -> None:
+    users: Any = User.__table__
+    runs: Any = FlowRun.__table__
+    aliased_runs = runs.alias()
+    joined = select(users.c.id, aliased_runs.c.step).select_from(
+        users.join(aliased_runs, aliased_runs.c.user_id == users.c.id))
+    assert DriverStatement(joined).tables == {users, runs}
+    inner = select(runs.c.id).subquery()
+    assert DriverStatement(select(inner.c.id)).tables == {runs}
+    # Nothing it can name: any pending change is written before it.
+    assert DriverStatement(select(func.json_each("[1]").table_valued("value").c.value)
+                           ).tables is None
