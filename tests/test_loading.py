@@ -123,3 +123,15 @@ def test_a_new_row_gives_every_column_but_its_key() -> None:
     insert_reflection = LoadedInsert(Reflection)
     with pytest.raises(ValueError, match="gives"):
         insert_reflection.add(None, {"user_id": 1, "flow": "aware"})  # type: ignore[arg-type]
+
+
+def test_first_contact_gives_every_column_with_a_default() -> None:
+    """Through the driver, no default is filled in: a column with one that first contact
+    leaves out would be NULL (or refused)."""
+    from bot.storage.repository import _NEW_USER, _NEW_USER_COLUMNS
+
+    defaulted = {column.key for column in User.__table__.columns  # type: ignore[attr-defined]
+                 if column.default is not None}
+    assert defaulted <= set(_NEW_USER_COLUMNS)
+    for query in _NEW_USER.values():
+        assert set(query.statement.statement.compile().params) == set(_NEW_USER_COLUMNS)
