@@ -2,11 +2,12 @@
 
 Every turn reads the person and the run of the flow they are in. Through the ORM that
 one query cost about 0.3 ms of Python (the statement's execution context, the result,
-each object's loading) against a few hundredths for the statement in the driver. So
-`ObjectsQuery` runs a SELECT of whole rows through the driver, converts each value as
-its column type would (decryption included), and places each object in the session's
-identity map as the ORM's own load would have: unchanged, and written back by the
-session's flush if the turn changes it. `LoadedInsert` does the same for a new row.
+each object's loading) against a few hundredths of a millisecond for the statement in
+the driver. So `ObjectsQuery` runs a SELECT of whole rows through the driver, converts
+each value as its column type would (decryption included), and places each object in
+the session's identity map as the ORM's own load would have: unchanged, and written back
+by the session's flush if the turn changes it. `LoadedInsert` does the same for a new
+row. No ORM load events fire for these objects (nothing here listens for them).
 """
 
 from __future__ import annotations
