@@ -51,6 +51,9 @@ def statements(repository: Repository) -> Iterator[list[str]]:
     engine = sync_engine(repository)
     event.listen(engine, "before_cursor_execute", note)
     event.listen(engine.pool, "checkout", watch)
+    shelf = getattr(repository, "shelf", None)  # connections kept checked out between units
+    for connection in shelf.connections() if shelf is not None else []:
+        watch(None, connection.connection, None)
     try:
         yield seen
     finally:

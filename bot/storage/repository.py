@@ -56,6 +56,7 @@ from bot.storage.models import (
     Worker,
     utcnow,
 )
+from bot.storage.shelf import SessionShelf
 from bot.storage.transaction import ConnectionWasGone, in_transaction
 
 log = logging.getLogger(__name__)
@@ -942,20 +943,21 @@ class PostgresRepository(Repository):
         self.engine = engine
         # Units of work begin and commit through bot.storage.transaction, on connections
         # the adapter leaves alone (autocommit). `engine` itself keeps ordinary transactions.
-        # The sessions are the synchronous ones an AsyncSession would wrap, made and closed
-        # inside the unit of work's greenlet: the AsyncSession around them cost a tenth of
-        # a turn (its setup, and a task of its own to close it).
-        self._sessions = sessionmaker(
-            engine.sync_engine.execution_options(isolation_level="AUTOCOMMIT"),
-            expire_on_commit=False)
-        DirectWriter().listen(self._sessions)
+        # The sessions are the synchronous ones an AsyncSession would wrap, used inside the
+        # unit of work's greenlet: the AsyncSession around them cost a tenth of a turn (its
+        # setup, and a task of its own to close it). They are kept between units, each on
+        # its connection (bot.storage.shelf), leaving two of the pool's connections free.
+        autocommit = engine.sync_engine.execution_options(isolation_level="AUTOCOMMIT")
+        sessions = sessionmaker(autocommit, expire_on_commit=False)
+        DirectWriter().listen(sessions)
+        self.shelf = SessionShelf(sessions, autocommit, keep=max(_pool_size(engine) - 2, 1))
 
     async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
         try:
             return await self._run(work, chat_id)
         except ConnectionWasGone:
-            # Found dead before the transaction began (the server restarted while it sat in
-            # the pool): the pool has been emptied, so once more on a fresh one.
+            # Found dead before the transaction began (the server restarted while it sat
+            # idle): the pool and the shelf have been emptied, so once more on a fresh one.
             return await self._run(work, chat_id)
 
     async def _run(self, work: Callable[[UnitOfWork], T], chat_id: int | None) -> T:
@@ -966,8 +968,18 @@ class PostgresRepository(Repository):
             return work(UnitOfWork(session))
 
         def in_session() -> T:
-            with self._sessions() as session:
-                return in_transaction(session, unit_of_work, chat_id)
+            held = self.shelf.take()
+            try:
+                result = in_transaction(held[0], unit_of_work, chat_id)
+            except ConnectionWasGone:
+                self.shelf.discard(held)
+                self.shelf.empty()
+                raise
+            except BaseException:
+                self.shelf.discard(held)
+                raise
+            self.shelf.put_back(held)
+            return result
 
         return await greenlet_spawn(in_session)
 
@@ -982,7 +994,13 @@ class PostgresRepository(Repository):
 
     async def close(self) -> None:
         await super().close()
+        await greenlet_spawn(self.shelf.empty)
         await self.engine.dispose()
+
+
+def _pool_size(engine: AsyncEngine) -> int:
+    size = getattr(engine.sync_engine.pool, "size", None)
+    return size() if callable(size) else 1
 
 
 def open_repository(url: str, cipher: MultiFernet) -> Repository:
