@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# Haven's own modules compiled now, as pip compiles the packages it installs: where
+	# PYTHONDONTWRITEBYTECODE is set, every start would otherwise compile them again.
+	$(BIN)/python -m compileall -q bot > /dev/null
 	touch $(STAMP)
 
 console: $(STAMP)  ## chat with Haven in this terminal (no token, SQLite in ./data)

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bot.yaml_files import read_yaml
 
 TABLE = Path(__file__).resolve().parent / "data" / "crisis_lines.yaml"
 
@@ -22,7 +22,7 @@ class CrisisLines:
 
 @lru_cache(maxsize=1)
 def _table() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(TABLE.read_text(encoding="utf-8"))
+    data: dict[str, Any] = read_yaml(TABLE)
     return data
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import yaml
+from bot.yaml_files import read_yaml
 
 NO_REPEAT_DAYS = 30
 THEMES = ("self_awareness", "communication", "boundaries", "repair", "trustworthiness",
@@ -55,7 +55,7 @@ class PromptLibrary:
     @classmethod
     def load(cls, path: Path) -> PromptLibrary:
         """Read and check the library; a mistake names the prompt it is in."""
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path)
         prompts, problems = [], []
         for raw in data.get("prompts") or []:
             prompt = DailyPrompt(id=str(raw.get("id")), theme=str(raw.get("theme")),

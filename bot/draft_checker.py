@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bot.yaml_files import read_yaml
 
 PATTERNS = (
     "always_never",
@@ -99,7 +99,7 @@ def _compile(
 
 def load_rules(path: Path = DEFAULT_RULES) -> list[Rule]:
     """Read and compile the rules file; fails loudly on an unknown pattern or a bad regex."""
-    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data: dict[str, Any] = read_yaml(path)
     macros: dict[str, str] = {str(k): str(v) for k, v in (data.get("macros") or {}).items()}
     rules: list[Rule] = []
     for pattern, entries in (data.get("patterns") or {}).items():

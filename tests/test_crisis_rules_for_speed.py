@@ -88,5 +88,5 @@ def test_every_rule_matches_the_same_messages_from_the_same_place_in_both_forms(
 def test_the_detector_runs_the_rules_written_for_speed(
     both_forms: list[tuple[str, re.Pattern[str], re.Pattern[str]]],
 ) -> None:
-    running = [pattern.pattern for _, _, pattern in default_detector().rules._rules]
+    running = [pattern.pattern for _, _, pattern in default_detector().rules.compiled()]
     assert running == [fast.pattern for _, _, fast in both_forms]

@@ -28,8 +28,6 @@ from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser as sre_parser  # type: ignore[attr-defined]
 from typing import Any
 
-import yaml
-
 from bot.crisis.detector import (
     ANCHOR_FORMAT,
     DEFAULT_ANCHORS,
@@ -41,6 +39,7 @@ from bot.crisis.detector import (
     screens,
     sources_digest,
 )
+from bot.yaml_files import read_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_FILES = (ROOT / "tests" / "data" / "draft_sentences.yaml",
@@ -153,7 +152,7 @@ def sample_texts(normalise: Any) -> list[str]:
     for path in SAMPLE_FILES:
         if not path.exists():  # outside a checkout: anchors are then chosen by length alone
             continue
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path)
         if path.name == "crisis_corpus.yaml":
             data = data["negative"]  # ordinary talk, some of it close to crisis language
         texts += texts_in(data)
@@ -162,7 +161,7 @@ def sample_texts(normalise: Any) -> list[str]:
 
 def build(phrases_path: Path = DEFAULT_PHRASES) -> dict[str, Any]:
     """The anchors file's content for `phrases_path`."""
-    data = yaml.safe_load(phrases_path.read_text(encoding="utf-8"))
+    data = read_yaml(phrases_path)
     finder = AnchorFinder(sample_texts(Normaliser(data["normalise"])))
     rules = RuleSet(data)
     gated = gated_sources(rule_sources(data, rules), screens(data, rules))

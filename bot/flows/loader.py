@@ -16,6 +16,7 @@ import yaml
 
 from bot.answers import normalise
 from bot.flows.spec import PROFILE_FIELDS, CheckBack, Choice, Expects, Flow, Route, Step
+from bot.yaml_files import read_yaml
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
 STEP_KEYS = {
@@ -95,7 +96,7 @@ def load_flows(
 def _load_file(path: Path, problems: _Problems) -> Flow | None:
     source = f"dialogs/{path.name}"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path)
     except yaml.YAMLError as error:
         problems.add(source, None, f"is not valid YAML: {error}")
         return None

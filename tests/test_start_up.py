@@ -1,0 +1,102 @@
+"""What keeps start-up short changes nothing a person sees: YAML read by PyYAML's C parser
+gives the same data; crisis rules compiled on first use match as before and still refuse
+a capturing group; templates compiled from Jinja's disk cache render the same text, and
+a cache that cannot be written only costs time."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jinja2 import FileSystemBytecodeCache
+
+from bot import rendering
+from bot.crisis.detector import Category, CrisisDetector, Rules
+from bot.i18n import Translations
+from bot.rendering import Renderer
+from bot.yaml_files import load_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+YAML_FILES = sorted(itertools.chain(
+    ROOT.glob("dialogs/*.yaml"), ROOT.glob("prompts/**/*.yaml"), ROOT.glob("bot/**/*.yaml"),
+    ROOT.glob("tests/data/*.yaml")))
+
+
+def test_there_are_yaml_files_to_compare() -> None:
+    assert len(YAML_FILES) >= 15
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_yaml_read_in_c_is_the_same_data(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert load_yaml(text) == yaml.safe_load(text)
+
+
+def test_broken_yaml_is_still_a_yaml_error() -> None:
+    with pytest.raises(yaml.YAMLError):
+        load_yaml("steps:\n  - a\n b: [")
+    with pytest.raises(yaml.YAMLError):  # safe: no Python objects
+        load_yaml("!!python/object/apply:os.system ['true']")
+
+
+def test_a_crisis_rule_is_compiled_the_first_time_it_may_match() -> None:
+    detector = CrisisDetector()
+    rules: Any = detector.rules
+    assert rules._compiled == {}
+    ordinary = detector.detect("We had a nice walk and talked about the weekend.")
+    assert ordinary is None
+    few = len(rules._compiled)
+    match = detector.detect("I want to end my life tonight")
+    assert match is not None and match.category is Category.SELF_HARM
+    assert few < len(rules._compiled) < len(rules)
+    assert len(rules.compiled()) == len(rules) == len(rules._compiled)
+
+
+def test_a_rule_with_a_capturing_group_is_refused() -> None:
+    rules = Rules([(Category.SELF_HARM, "sh.grouped", r"end (my|this) life")])
+    with pytest.raises(ValueError, match="capturing group.*sh.grouped"):
+        rules.compiled()
+
+
+def renderer_caching_in(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Renderer:
+    monkeypatch.setattr(rendering, "_disk_cache", lambda: rendering._DiskCache(str(directory)))
+    return Renderer(ROOT / "prompts", Translations("en", ["en"]))
+
+
+def test_templates_compiled_once_are_read_back_from_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = renderer_caching_in(tmp_path, monkeypatch).render("system/deleted.j2", "en", {})
+    assert list(tmp_path.iterdir()), "the compiled template was kept on disk"
+
+    def no_compiling(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(rendering._Environment, "compile", no_compiling)
+    again = renderer_caching_in(tmp_path, monkeypatch).render("system/deleted.j2", "en", {})
+    assert again == first and first
+
+
+def test_a_cache_that_cannot_be_written_only_costs_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    renderer = renderer_caching_in(tmp_path / "a", monkeypatch)
+    expected = renderer.render("system/deleted.j2", "en", {})
+
+    def disk_full(*_args: Any, **_kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FileSystemBytecodeCache, "dump_bytecode", disk_full)
+    renderer = renderer_caching_in(tmp_path / "b", monkeypatch)
+    assert renderer.render("system/deleted.j2", "en", {}) == expected
+
+
+def test_no_safe_cache_directory_means_no_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unsafe(_self: Any, *_args: Any) -> None:
+        raise RuntimeError("Cannot determine safe temp directory.")
+
+    monkeypatch.setattr(FileSystemBytecodeCache, "__init__", unsafe)
+    renderer = Renderer(ROOT / "prompts", Translations("en", ["en"]))
+    assert renderer.env.bytecode_cache is None
+    assert renderer.render("system/deleted.j2", "en", {})
