@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.actions import ACTIONS
+from bot.content_check import checked_before, fingerprint, remember_checked
 from bot.daily import PromptLibrary
 from bot.drawing import ProcessDrawer
 from bot.engine import Engine, EngineConfig
@@ -38,16 +39,24 @@ def load_content(
     prompt_locales = [path.name for path in prompts_dir.iterdir() if path.is_dir()]
     translations = Translations(default_locale, prompt_locales, locale_dir)
     renderer = Renderer(prompts_dir, translations)
+    # The render check is skipped when this very content and code passed it before.
+    cache = renderer.cache_directory
+    content_print = (fingerprint([dialogs_dir, prompts_dir, locale_dir], default_locale)
+                     if cache else "")
+    checked = checked_before(cache, content_print)
     flows = load_flows(
         dialogs_dir,
         template_exists=renderer.template_exists,
-        render_check=lambda flow: render_errors(renderer, flow, default_locale),
+        render_check=None if checked else (
+            lambda flow: render_errors(renderer, flow, default_locale)),
         actions=ACTIONS,
     )
-    broken = [f"prompts/{default_locale}/{template}: does not render: {error}"
-              for template, error in system_render_errors(renderer, default_locale)]
-    if broken:
-        raise FlowError("\n".join(broken))
+    if not checked:
+        broken = [f"prompts/{default_locale}/{template}: does not render: {error}"
+                  for template, error in system_render_errors(renderer, default_locale)]
+        if broken:
+            raise FlowError("\n".join(broken))
+        remember_checked(cache, content_print)
     daily = PromptLibrary.load(prompts_dir / default_locale / "daily" / "prompts.yaml")
     return Content(flows=flows, machines=build_machines(flows), renderer=renderer, daily=daily)
 

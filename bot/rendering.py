@@ -106,6 +106,12 @@ class Renderer:
         self._templates: dict[tuple[str, str], Template] = {}
 
     @property
+    def cache_directory(self) -> str | None:
+        """Where compiled templates are kept on disk (None: they are not)."""
+        cache = self.env.bytecode_cache
+        return cache.directory if isinstance(cache, FileSystemBytecodeCache) else None
+
+    @property
     def locales(self) -> list[str]:
         """Every locale with templates or a catalog (the default locale among them)."""
         return self.translations.locales

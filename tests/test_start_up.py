@@ -6,6 +6,7 @@ a cache that cannot be written only costs time."""
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,9 @@ import pytest
 import yaml
 from jinja2 import FileSystemBytecodeCache
 
-from bot import rendering
+from bot import app, rendering
 from bot.crisis.detector import Category, CrisisDetector, Rules
+from bot.flows.loader import FlowError
 from bot.i18n import Translations
 from bot.rendering import Renderer
 from bot.yaml_files import load_yaml
@@ -100,3 +102,54 @@ def test_no_safe_cache_directory_means_no_cache(monkeypatch: pytest.MonkeyPatch)
     renderer = Renderer(ROOT / "prompts", Translations("en", ["en"]))
     assert renderer.env.bytecode_cache is None
     assert renderer.render("system/deleted.j2", "en", {})
+
+
+def content_copy(tmp_path: Path) -> tuple[Path, Path]:
+    shutil.copytree(ROOT / "dialogs", tmp_path / "dialogs")
+    shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
+    return tmp_path / "dialogs", tmp_path / "prompts"
+
+
+def counting_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    checked: list[str] = []
+    real = app.render_errors
+
+    def render_errors(renderer: Any, flow: Any, locale: str) -> Any:
+        checked.append(flow.name)
+        return real(renderer, flow, locale)
+
+    monkeypatch.setattr(app, "render_errors", render_errors)
+    return checked
+
+
+def test_unchanged_content_is_not_render_checked_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rendering, "_disk_cache",
+                        lambda: rendering._DiskCache(str(tmp_path / "cache")))
+    (tmp_path / "cache").mkdir()
+    dialogs, prompts = content_copy(tmp_path)
+    checked = counting_checks(monkeypatch)
+    first = app.load_content(dialogs, prompts)
+    assert len(checked) == len(first.flows) > 5
+    again = app.load_content(dialogs, prompts)
+    assert len(checked) == len(first.flows)  # not checked again
+    assert again.flows.keys() == first.flows.keys()
+    assert again.renderer.render("system/deleted.j2", "en", {}) == \
+        first.renderer.render("system/deleted.j2", "en", {})
+    help_text = prompts / "en" / "system" / "help.j2"
+    help_text.write_text(help_text.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    app.load_content(dialogs, prompts)
+    assert len(checked) == 2 * len(first.flows)  # a changed file: checked again
+
+
+def test_content_that_fails_its_check_is_refused_at_every_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rendering, "_disk_cache",
+                        lambda: rendering._DiskCache(str(tmp_path / "cache")))
+    (tmp_path / "cache").mkdir()
+    dialogs, prompts = content_copy(tmp_path)
+    menu = prompts / "en" / "system" / "menu.j2"
+    menu.write_text("{{ flows | no_such_filter }}", encoding="utf-8")
+    for _ in range(2):
+        with pytest.raises(FlowError, match="menu.j2"):
+            app.load_content(dialogs, prompts)
