@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import platform
 from collections.abc import Iterable
 from pathlib import Path
 
+import babel
 import jinja2
 
 log = logging.getLogger(__name__)
@@ -25,8 +27,10 @@ CODE_DIR = Path(__file__).resolve().parent  # the package: templates' filters, s
 
 
 def fingerprint(content_dirs: Iterable[Path], default_locale: str) -> str:
-    """A digest of every file under `content_dirs` and of Haven's code, names included."""
-    digest = hashlib.sha256(f"jinja2 {jinja2.__version__} {default_locale}\n".encode())
+    """A digest of every file under `content_dirs` and of Haven's code, names included,
+    with the versions of what renders them."""
+    versions = f"{platform.python_version()} {jinja2.__version__} {babel.__version__}"
+    digest = hashlib.sha256(f"{versions} {default_locale}\n".encode())
     for root in [*content_dirs, CODE_DIR]:
         files = sorted(path for path in root.rglob("*") if path.is_file()
                        and "__pycache__" not in path.parts and path.suffix != ".pyc")
