@@ -64,18 +64,37 @@ class Pictures:
 
 
 class Drawer:
-    """Draws a turn's pictures; one asked for again comes from `Pictures`, not drawn twice."""
+    """Draws a turn's pictures; one asked for again comes from `Pictures`, not drawn twice.
+
+    A picture asked for while the same one is being drawn waits for that drawing instead of
+    queueing another: when many people reach /progress together with the same days
+    practised, it is drawn once, not once each, one after another in the drawing process.
+    """
 
     def __init__(self) -> None:
         self._pictures = Pictures()
+        self._drawing: dict[Hashable, asyncio.Future[bytes]] = {}
 
     async def draw(self, image: PendingImage) -> bytes:
         key = self._pictures.key(image)
         png = self._pictures.get(key)
-        if png is None:
-            png = await self._draw(image)
-            self._pictures.keep(key, png)
-        return png
+        if png is not None:
+            return png
+        if key is None:
+            return await self._draw(image)
+        drawing = self._drawing.get(key)
+        if drawing is None:
+            # A task of its own: a person who gives up waiting (their turn cancelled) does
+            # not cancel the picture for the others waiting for it.
+            drawing = asyncio.ensure_future(self._draw(image))
+            self._drawing[key] = drawing
+            drawing.add_done_callback(partial(self._drawn, key))
+        return await asyncio.shield(drawing)
+
+    def _drawn(self, key: Hashable, drawing: asyncio.Future[bytes]) -> None:
+        del self._drawing[key]
+        if not drawing.cancelled() and drawing.exception() is None:
+            self._pictures.keep(key, drawing.result())
 
     async def _draw(self, image: PendingImage) -> bytes:
         raise NotImplementedError

@@ -3,6 +3,7 @@ child dies, and gone with the bot when it is killed."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -146,3 +147,54 @@ async def test_the_bots_drawing_process_ends_when_the_bot_is_killed(
     await bot.kill()
     await wait_for(lambda: not any(alive(child) for child in children),
                    "the drawing process to end with the bot", timeout=20)
+
+
+class SlowDrawer(Drawer):
+    """Draws after a moment, counting what it was asked to draw; fails while told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+        self.failing = False
+
+    async def _draw(self, image: PendingImage) -> bytes:
+        name = image.draw.args[0]  # type: ignore[attr-defined]
+        self.asked.append(name)
+        await asyncio.sleep(0.05)
+        if self.failing:
+            raise RuntimeError("no pictures today")
+        return name.encode()
+
+
+async def test_a_picture_asked_for_while_it_is_drawn_is_drawn_once() -> None:
+    drawer = SlowDrawer()
+    same = [drawer.draw(image(partial(counted, "calendar"))) for _ in range(50)]
+    other = drawer.draw(image(partial(counted, "profile")))
+    pictures = await asyncio.gather(*same, other)
+    assert pictures == [b"calendar"] * 50 + [b"profile"]
+    assert sorted(drawer.asked) == ["calendar", "profile"]
+    assert await drawer.draw(image(partial(counted, "calendar"))) == b"calendar"
+    assert sorted(drawer.asked) == ["calendar", "profile"]  # kept, not drawn again
+
+
+async def test_one_person_giving_up_on_a_picture_leaves_it_to_the_others() -> None:
+    drawer = SlowDrawer()
+    first = asyncio.ensure_future(drawer.draw(image(partial(counted, "calendar"))))
+    second = asyncio.ensure_future(drawer.draw(image(partial(counted, "calendar"))))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await second == b"calendar"
+    assert first.cancelled()
+    assert drawer.asked == ["calendar"]
+
+
+async def test_a_picture_that_failed_is_tried_again_next_time() -> None:
+    drawer = SlowDrawer()
+    drawer.failing = True
+    failed = await asyncio.gather(*(drawer.draw(image(partial(counted, "calendar")))
+                                    for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(error, RuntimeError) for error in failed)
+    assert drawer.asked == ["calendar"]  # one drawing, its failure shared
+    drawer.failing = False
+    assert await drawer.draw(image(partial(counted, "calendar"))) == b"calendar"
+    assert drawer.asked == ["calendar", "calendar"]
