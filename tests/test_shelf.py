@@ -21,7 +21,8 @@ from tests.conftest import drop_postgres_database, fresh_postgres_database
 
 pytestmark = pytest.mark.postgres
 
-POOL_SIZE = 5  # so the shelf keeps at most 3, leaving 2 for anything else
+POOL_SIZE = 5
+SIZE = POOL_SIZE - 2  # sessions on the shelf: two of the pool's connections left free
 
 
 @pytest.fixture
@@ -86,20 +87,51 @@ async def test_each_unit_starts_with_an_empty_session_in_a_transaction_of_its_ow
     assert all(inspect(user).detached for _, _, user in seen)
 
 
-async def test_the_shelf_keeps_no_more_than_its_share_of_the_pool(
+async def test_units_beyond_the_shelfs_size_wait_their_turn_and_leave_the_pool_some(
         repository_and_admin: tuple[PostgresRepository, asyncpg.Connection, str]) -> None:
     repository, admin, name = repository_and_admin
+    order: list[int] = []
+
+    def wait_a_moment(number: int) -> Any:
+        def unit(unit: UnitOfWork) -> int:
+            order.append(number)
+            scalar(unit, "SELECT pg_sleep(0.1)")
+            return backend(unit)
+        return unit
+
+    units = [asyncio.ensure_future(repository.run(wait_a_moment(number)))
+             for number in range(4 * SIZE)]
+    await asyncio.sleep(0.05)
+    # The shelf's sessions are all busy; the pool still has connections for anything else.
+    async with repository.engine.connect() as other:
+        assert (await other.execute(text("SELECT 1"))).scalar_one() == 1
+    backends = await asyncio.gather(*units)
+    assert len(set(backends)) == SIZE  # never more at once than the shelf holds
+    assert order == list(range(4 * SIZE))  # first come, first served
+    assert len(repository.shelf) == SIZE
+    assert repository.engine.sync_engine.pool.checkedout() == SIZE  # type: ignore[attr-defined]
+    assert await bots_connections(admin, name) == SIZE + 1  # and the one used above
+
+
+async def test_a_unit_that_gives_up_waiting_takes_no_place_with_it(
+        repository_and_admin: tuple[PostgresRepository, asyncpg.Connection, str]) -> None:
+    repository, _, _ = repository_and_admin
 
     def wait_a_moment(unit: UnitOfWork) -> int:
-        scalar(unit, "SELECT pg_sleep(0.3)")
+        scalar(unit, "SELECT pg_sleep(0.1)")
         return backend(unit)
 
-    backends = await asyncio.gather(*(repository.run(wait_a_moment) for _ in range(POOL_SIZE)))
-    assert len(set(backends)) == POOL_SIZE  # all five at once, each on its own connection
-    assert len(repository.shelf) == POOL_SIZE - 2
-    assert repository.engine.sync_engine.pool.checkedout() == POOL_SIZE - 2  # type: ignore[attr-defined]
-    # Two went back to the pool, which keeps them open: the shelf took none of them away.
-    assert await bots_connections(admin, name) == POOL_SIZE
+    busy = [asyncio.ensure_future(repository.run(wait_a_moment)) for _ in range(SIZE)]
+    waiting = [asyncio.ensure_future(repository.run(wait_a_moment)) for _ in range(3)]
+    await asyncio.sleep(0.02)
+    waiting[0].cancel()
+    waiting[2].cancel()
+    await asyncio.gather(*busy, waiting[1])
+    assert waiting[0].cancelled() and waiting[2].cancelled()
+    # Every place is still there: SIZE units at once run side by side again.
+    backends = await asyncio.gather(*(repository.run(wait_a_moment) for _ in range(SIZE)))
+    assert len(set(backends)) == SIZE
+    assert len(repository.shelf) == SIZE
 
 
 async def test_a_failed_unit_leaves_its_session_off_the_shelf(

@@ -950,7 +950,7 @@ class PostgresRepository(Repository):
         autocommit = engine.sync_engine.execution_options(isolation_level="AUTOCOMMIT")
         sessions = sessionmaker(autocommit, expire_on_commit=False)
         DirectWriter().listen(sessions)
-        self.shelf = SessionShelf(sessions, autocommit, keep=max(_pool_size(engine) - 2, 1))
+        self.shelf = SessionShelf(sessions, autocommit, size=max(_pool_size(engine) - 2, 1))
 
     async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
         try:
@@ -967,8 +967,10 @@ class PostgresRepository(Repository):
         def unit_of_work(session: Session) -> T:
             return work(UnitOfWork(session))
 
+        kept = await self.shelf.acquire()
+
         def in_session() -> T:
-            held = self.shelf.take()
+            held = kept if kept is not None else self.shelf.open()
             try:
                 result = in_transaction(held[0], unit_of_work, chat_id)
             except ConnectionWasGone:
