@@ -190,3 +190,21 @@ async def test_closing_the_repository_lets_every_kept_connection_go(
     finally:
         await admin.close()
         await drop_postgres_database(name)
+
+
+async def test_a_unit_waits_no_longer_than_the_pool_would(
+        repository_and_admin: tuple[PostgresRepository, asyncpg.Connection, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    repository, _, _ = repository_and_admin
+    monkeypatch.setattr(repository.shelf, "_timeout", 0.2)
+
+    def wait_a_second(unit: UnitOfWork) -> None:
+        scalar(unit, "SELECT pg_sleep(1)")
+
+    busy = [asyncio.ensure_future(repository.run(wait_a_second)) for _ in range(SIZE)]
+    await asyncio.sleep(0.05)
+    with pytest.raises(TimeoutError):
+        await repository.run(backend)
+    await asyncio.gather(*busy)
+    assert len(repository.shelf) == SIZE  # nothing lost: every place back on the shelf
+    assert await repository.run(backend) > 0

@@ -950,7 +950,9 @@ class PostgresRepository(Repository):
         autocommit = engine.sync_engine.execution_options(isolation_level="AUTOCOMMIT")
         sessions = sessionmaker(autocommit, expire_on_commit=False)
         DirectWriter().listen(sessions)
-        self.shelf = SessionShelf(sessions, autocommit, size=max(_pool_size(engine) - 2, 1))
+        pool: Any = engine.sync_engine.pool
+        self.shelf = SessionShelf(sessions, autocommit, size=max(_pool_size(engine) - 2, 1),
+                                  timeout=pool.timeout() if hasattr(pool, "timeout") else 30.0)
 
     async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
         try:

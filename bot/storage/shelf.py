@@ -40,10 +40,12 @@ class SessionShelf:
     (migrations, checks): the sessions' connections are checked out.
     """
 
-    def __init__(self, sessions: sessionmaker[Session], engine: Engine, size: int) -> None:
+    def __init__(self, sessions: sessionmaker[Session], engine: Engine, size: int,
+                 timeout: float = 30.0) -> None:
         self._sessions = sessions
         self._engine = engine
         self._size = size
+        self._timeout = timeout
         self._idle: list[Held] = []
         self._existing = 0  # sessions idle, in use, or being opened
         self._waiting: deque[asyncio.Future[Held | None]] = deque()
@@ -58,7 +60,8 @@ class SessionShelf:
 
     async def acquire(self) -> Held | None:
         """An idle session, or None: there is room for a new one, which the caller opens
-        (`open`). With neither, waits for one handed back."""
+        (`open`). With neither, waits for one handed back, for at most the pool's own
+        timeout (then TimeoutError, as the pool would raise)."""
         if self._idle:
             return self._idle.pop()
         if self._existing < self._size and not self._waiting:
@@ -67,8 +70,9 @@ class SessionShelf:
         waiter: asyncio.Future[Held | None] = asyncio.get_running_loop().create_future()
         self._waiting.append(waiter)
         try:
-            return await waiter
-        except asyncio.CancelledError:
+            async with asyncio.timeout(self._timeout):
+                return await waiter
+        except (asyncio.CancelledError, TimeoutError):
             if waiter.done() and not waiter.cancelled():
                 self._hand_over(waiter.result())  # given just as it gave up: pass it on
             else:
