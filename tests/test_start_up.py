@@ -104,7 +104,12 @@ def test_no_safe_cache_directory_means_no_cache(monkeypatch: pytest.MonkeyPatch)
     assert renderer.render("system/deleted.j2", "en", {})
 
 
-def content_copy(tmp_path: Path) -> tuple[Path, Path]:
+def content_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Haven's dialogs and prompts copied under `tmp_path`, with compiled templates (and
+    the note of a passed check) kept in a cache directory there too."""
+    (tmp_path / "cache").mkdir()
+    monkeypatch.setattr(rendering, "_disk_cache",
+                        lambda: rendering._DiskCache(str(tmp_path / "cache")))
     shutil.copytree(ROOT / "dialogs", tmp_path / "dialogs")
     shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
     return tmp_path / "dialogs", tmp_path / "prompts"
@@ -124,10 +129,7 @@ def counting_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_unchanged_content_is_not_render_checked_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rendering, "_disk_cache",
-                        lambda: rendering._DiskCache(str(tmp_path / "cache")))
-    (tmp_path / "cache").mkdir()
-    dialogs, prompts = content_copy(tmp_path)
+    dialogs, prompts = content_copy(tmp_path, monkeypatch)
     checked = counting_checks(monkeypatch)
     first = app.load_content(dialogs, prompts)
     assert len(checked) == len(first.flows) > 5
@@ -144,10 +146,7 @@ def test_unchanged_content_is_not_render_checked_again(
 
 def test_content_that_fails_its_check_is_refused_at_every_start(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rendering, "_disk_cache",
-                        lambda: rendering._DiskCache(str(tmp_path / "cache")))
-    (tmp_path / "cache").mkdir()
-    dialogs, prompts = content_copy(tmp_path)
+    dialogs, prompts = content_copy(tmp_path, monkeypatch)
     menu = prompts / "en" / "system" / "menu.j2"
     menu.write_text("{{ flows | no_such_filter }}", encoding="utf-8")
     for _ in range(2):
