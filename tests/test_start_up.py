@@ -152,3 +152,17 @@ def test_content_that_fails_its_check_is_refused_at_every_start(
     for _ in range(2):
         with pytest.raises(FlowError, match="menu.j2"):
             app.load_content(dialogs, prompts)
+
+
+def test_phrases_edited_since_the_anchors_are_compiled_whole_at_start_up(
+        tmp_path: Path) -> None:
+    phrases = tmp_path / "phrases.yaml"
+    text = (ROOT / "bot" / "crisis" / "phrases.yaml").read_text(encoding="utf-8")
+    phrases.write_text(text, encoding="utf-8")  # no anchors.json beside it
+    rules: Any = CrisisDetector(phrases).rules
+    assert len(rules._compiled) == len(rules)
+    broken = text.replace("pattern: 'kms|kmsl|kys myself'", "pattern: 'kms|(kmsl)|kys myself'")
+    assert broken != text
+    phrases.write_text(broken, encoding="utf-8")
+    with pytest.raises(ValueError, match="capturing group.*sh.kms"):
+        CrisisDetector(phrases)

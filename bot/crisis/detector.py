@@ -568,7 +568,13 @@ class CrisisDetector:
         self.rules = Rules(rule_sources(data, RuleSet(data, for_speed=True), grouped=True))
         screened = screens(data, rules)
         gated = gated_sources(sources, screened)
-        anchors = load_anchors(anchors_path, gated) or {}
+        found_anchors = load_anchors(anchors_path, gated)
+        if found_anchors is None:
+            # Phrases edited since the anchors were written (and the tests run): every rule
+            # is compiled now, so that one that cannot be fails at start-up, not at the
+            # first message that may match it.
+            self.rules.compiled()
+        anchors = found_anchors or {}
         self.gate = AnchorGate([anchors.get(key) for key in gated])
         # The screens' positions in the gate come after the rules'.
         position = {key: index for index, key in enumerate(gated)}
