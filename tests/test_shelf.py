@@ -88,18 +88,26 @@ async def test_each_unit_starts_with_an_empty_session_in_a_transaction_of_its_ow
 
 
 async def test_units_beyond_the_shelfs_size_wait_their_turn_and_leave_the_pool_some(
-        repository_and_admin: tuple[PostgresRepository, asyncpg.Connection, str]) -> None:
+        repository_and_admin: tuple[PostgresRepository, asyncpg.Connection, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     repository, admin, name = repository_and_admin
-    order: list[int] = []
+    order: list[int] = []  # the units, numbered, in the order they got a session
+    acquire = repository.shelf.acquire
 
-    def wait_a_moment(number: int) -> Any:
-        def unit(unit: UnitOfWork) -> int:
-            order.append(number)
-            scalar(unit, "SELECT pg_sleep(0.1)")
-            return backend(unit)
-        return unit
+    async def noted() -> Any:
+        held = await acquire()
+        task = asyncio.current_task()
+        assert task is not None
+        order.append(int(task.get_name()))
+        return held
 
-    units = [asyncio.ensure_future(repository.run(wait_a_moment(number)))
+    monkeypatch.setattr(repository.shelf, "acquire", noted)
+
+    def wait_a_moment(unit: UnitOfWork) -> int:
+        scalar(unit, "SELECT pg_sleep(0.1)")
+        return backend(unit)
+
+    units = [asyncio.create_task(repository.run(wait_a_moment), name=str(number))
              for number in range(4 * SIZE)]
     await asyncio.sleep(0.05)
     # The shelf's sessions are all busy; the pool still has connections for anything else.
@@ -208,3 +216,22 @@ async def test_a_unit_waits_no_longer_than_the_pool_would(
     await asyncio.gather(*busy)
     assert len(repository.shelf) == SIZE  # nothing lost: every place back on the shelf
     assert await repository.run(backend) > 0
+
+
+async def test_the_health_check_does_not_wait_behind_busy_turns(
+        repository_and_admin: tuple[PostgresRepository, asyncpg.Connection, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    repository, admin, name = repository_and_admin
+    monkeypatch.setattr(repository.shelf, "_timeout", 0.5)
+
+    def wait_two_seconds(unit: UnitOfWork) -> None:
+        scalar(unit, "SELECT pg_sleep(2)")
+
+    busy = [asyncio.ensure_future(repository.run(wait_two_seconds)) for _ in range(SIZE)]
+    await asyncio.sleep(0.1)
+    assert await asyncio.wait_for(repository.ping(), timeout=1.5)  # before the turns end
+    await admin.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1"
+        " AND pid <> pg_backend_pid() AND state = 'idle'", name)
+    assert await repository.ping()  # the ended spare connection is replaced
+    await asyncio.gather(*busy)
