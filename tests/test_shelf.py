@@ -200,17 +200,27 @@ async def test_closing_the_repository_lets_every_kept_connection_go(
         await drop_postgres_database(name)
 
 
+async def every_session_busy(repository: PostgresRepository, seconds: float,
+                             waits: float, monkeypatch: pytest.MonkeyPatch,
+                             ) -> list[asyncio.Future[Any]]:
+    """As many units as the shelf holds, each in the database for `seconds`, under way;
+    any other unit waits for a session at most `waits` seconds."""
+    monkeypatch.setattr(repository.shelf, "_timeout", waits)
+
+    def wait(unit: UnitOfWork) -> None:
+        scalar(unit, f"SELECT pg_sleep({float(seconds)})")
+
+    busy = [asyncio.ensure_future(repository.run(wait)) for _ in range(SIZE)]
+    await asyncio.sleep(0.1)
+    return busy
+
+
 async def test_a_unit_waits_no_longer_than_the_pool_would(
         repository_and_admin: tuple[PostgresRepository, asyncpg.Connection, str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     repository, _, _ = repository_and_admin
-    monkeypatch.setattr(repository.shelf, "_timeout", 0.2)
-
-    def wait_a_second(unit: UnitOfWork) -> None:
-        scalar(unit, "SELECT pg_sleep(1)")
-
-    busy = [asyncio.ensure_future(repository.run(wait_a_second)) for _ in range(SIZE)]
-    await asyncio.sleep(0.05)
+    busy = await every_session_busy(repository, seconds=1, waits=0.2,
+                                    monkeypatch=monkeypatch)
     with pytest.raises(TimeoutError):
         await repository.run(backend)
     await asyncio.gather(*busy)
@@ -222,13 +232,8 @@ async def test_the_health_check_does_not_wait_behind_busy_turns(
         repository_and_admin: tuple[PostgresRepository, asyncpg.Connection, str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     repository, admin, name = repository_and_admin
-    monkeypatch.setattr(repository.shelf, "_timeout", 0.5)
-
-    def wait_two_seconds(unit: UnitOfWork) -> None:
-        scalar(unit, "SELECT pg_sleep(2)")
-
-    busy = [asyncio.ensure_future(repository.run(wait_two_seconds)) for _ in range(SIZE)]
-    await asyncio.sleep(0.1)
+    busy = await every_session_busy(repository, seconds=2, waits=0.5,
+                                    monkeypatch=monkeypatch)
     assert await asyncio.wait_for(repository.ping(), timeout=1.5)  # before the turns end
     await admin.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1"
