@@ -950,9 +950,10 @@ class PostgresRepository(Repository):
         autocommit = engine.sync_engine.execution_options(isolation_level="AUTOCOMMIT")
         sessions = sessionmaker(autocommit, expire_on_commit=False)
         DirectWriter().listen(sessions)
-        pool: Any = engine.sync_engine.pool
-        self.shelf = SessionShelf(sessions, autocommit, size=max(_pool_size(engine) - 2, 1),
-                                  timeout=pool.timeout() if hasattr(pool, "timeout") else 30.0)
+        pool: Any = engine.sync_engine.pool  # a QueuePool, unless the engine was given another
+        size = pool.size() if hasattr(pool, "size") else 1
+        timeout = pool.timeout() if hasattr(pool, "timeout") else 30.0
+        self.shelf = SessionShelf(sessions, autocommit, size=max(size - 2, 1), timeout=timeout)
 
     async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
         try:
@@ -1014,11 +1015,6 @@ class PostgresRepository(Repository):
         await super().close()
         await greenlet_spawn(self.shelf.empty)
         await self.engine.dispose()
-
-
-def _pool_size(engine: AsyncEngine) -> int:
-    size = getattr(engine.sync_engine.pool, "size", None)
-    return size() if callable(size) else 1
 
 
 def open_repository(url: str, cipher: MultiFernet) -> Repository:
