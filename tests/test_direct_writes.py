@@ -29,12 +29,14 @@ def sync_engine(repository: Repository) -> Engine:
 
 @contextmanager
 def statements(repository: Repository) -> Iterator[list[str]]:
-    """The SQL sent to the database meanwhile, one line each: through SQLAlchemy, and (on
-    PostgreSQL) straight to asyncpg, whose query loggers see what its connection runs
+    """The SQL sent to the database meanwhile, one line each. On SQLite, whatever its
+    connections run (sqlite3's trace, values written in). On PostgreSQL, through
+    SQLAlchemy, and straight to asyncpg, whose query loggers see what its connection runs
     other than through a prepared statement (SQLAlchemy's way). asyncpg reports each a
     moment after it ran (call_soon), so `seen` is to be read once the turn is over."""
     seen: list[str] = []
-    logged: list[Any] = []  # asyncpg connections given the logger
+    watched: list[Any] = []  # driver connections given the logger or trace
+    sqlite = repository.dialect == "sqlite"
 
     def note(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
         seen.append(" ".join(statement.split()))
@@ -44,12 +46,16 @@ def statements(repository: Repository) -> Iterator[list[str]]:
 
     def watch(_dbapi: Any, record: Any, _proxy: Any) -> None:
         driver = record.driver_connection
-        if hasattr(driver, "add_query_logger") and driver not in logged:
-            driver.add_query_logger(log)
-            logged.append(driver)
+        if driver not in watched:
+            if sqlite:
+                driver.set_trace_callback(lambda statement: note(None, None, statement))
+            else:
+                driver.add_query_logger(log)
+            watched.append(driver)
 
     engine = sync_engine(repository)
-    event.listen(engine, "before_cursor_execute", note)
+    if not sqlite:
+        event.listen(engine, "before_cursor_execute", note)
     event.listen(engine.pool, "checkout", watch)
     shelf = getattr(repository, "shelf", None)  # connections kept checked out between units
     for connection in shelf.connections() if shelf is not None else []:
@@ -57,10 +63,14 @@ def statements(repository: Repository) -> Iterator[list[str]]:
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", note)
+        if not sqlite:
+            event.remove(engine, "before_cursor_execute", note)
         event.remove(engine.pool, "checkout", watch)
-        for driver in logged:
-            driver.remove_query_logger(log)
+        for driver in watched:
+            if sqlite:
+                driver.set_trace_callback(None)
+            else:
+                driver.remove_query_logger(log)
 
 
 def updates_of(seen: list[str], table: str) -> list[str]:

@@ -21,8 +21,8 @@ statement is also a round trip. So:
 - On PostgreSQL, a flush's writes go out as one statement (each a data-modifying WITH
   query), one round trip for all; on SQLite, one after another.
 - `DriverStatement` is a Core statement compiled once per database dialect, its values
-  converted as the column types would (encryption included) and run with
-  `exec_driver_sql`.
+  converted as the column types would (encryption included) and run by the driver
+  itself (or, for the scheduler's batches, with `exec_driver_sql`).
 """
 
 from __future__ import annotations
@@ -122,18 +122,28 @@ class DriverStatement:
         around it. Other changes wait for a later statement, or the commit: each write
         before a read is a round trip on PostgreSQL.
 
-        On PostgreSQL the statement goes to asyncpg itself: SQLAlchemy's adapter (its
-        cursor emulation) cost more than the call. Its errors are then asyncpg's own, which
-        the unit of work's transaction (bot.storage.transaction) handles as it does those
-        of BEGIN and COMMIT."""
+        The statement goes to the driver itself: on PostgreSQL SQLAlchemy's adapter (its
+        cursor emulation), and on SQLite its result (built anew for each call), cost more
+        than the statement. Its errors are then the driver's own: on PostgreSQL the unit of
+        work's transaction (bot.storage.transaction) handles them as it does those of BEGIN
+        and COMMIT; on SQLite the session rolls back as for any other."""
         if written and session.autoflush and has_writes(session, self.tables):
             write_all(session)
         connection = session.connection()
         sql, parameters = self.bound(connection.dialect, values)
+        driver: Any = connection.connection.driver_connection
         if connection.dialect.name == "postgresql":
-            driver: Any = connection.connection.driver_connection
             return await_only(driver.fetch(sql, *parameters))
-        return connection.exec_driver_sql(sql, parameters).all()
+        return driver.execute(sql, parameters).fetchall()  # type: ignore[no-any-return]
+
+    def row_count(self, session: Session, values: Mapping[str, Any]) -> int:
+        """Run a write without first writing the session's queued rows; the rows it changed.
+        On SQLite, straight through the driver, as `rows` goes."""
+        connection = session.connection()
+        if connection.dialect.name != "sqlite":
+            return self.run_now(session, values).rowcount
+        driver: Any = connection.connection.driver_connection
+        return driver.execute(*self.bound(connection.dialect, values)).rowcount  # type: ignore[no-any-return]
 
     def bound(self, dialect: Dialect, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
         """The SQL for `dialect`, and its parameters' values as the driver takes them."""
@@ -362,7 +372,7 @@ def _send(session: Session, writes: list[_Write]) -> None:
         return
     if session.get_bind().dialect.name != "postgresql":
         for write in writes:
-            _check(write, write.part.alone.run_now(session, write.values).rowcount)
+            _check(write, write.part.alone.row_count(session, write.values))
         return
     combined = _combined(tuple(write.part for write in writes))
     values: dict[str, Any] = {}
