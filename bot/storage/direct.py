@@ -134,7 +134,7 @@ class DriverStatement:
         driver: Any = connection.connection.driver_connection
         if connection.dialect.name == "postgresql":
             return await_only(driver.fetch(sql, *parameters))
-        return driver.execute(sql, parameters).fetchall()  # type: ignore[no-any-return]
+        return driver.execute(sql, parameters).fetchall()
 
     def row_count(self, session: Session, values: Mapping[str, Any]) -> int:
         """Run a write without first writing the session's queued rows; the rows it changed.
@@ -143,7 +143,7 @@ class DriverStatement:
         if connection.dialect.name != "sqlite":
             return self.run_now(session, values).rowcount
         driver: Any = connection.connection.driver_connection
-        return driver.execute(*self.bound(connection.dialect, values)).rowcount  # type: ignore[no-any-return]
+        return driver.execute(*self.bound(connection.dialect, values)).rowcount
 
     def bound(self, dialect: Dialect, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
         """The SQL for `dialect`, and its parameters' values as the driver takes them."""
