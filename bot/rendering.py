@@ -48,7 +48,8 @@ class _Environment(Environment):
     Jinja tries the attribute first and falls back to the key, so on the dicts turns hand
     to templates every `entry.name` raised and caught an AttributeError: most of the cost
     of a template such as the menu's. A dict's own methods (`entry.items()`) still work,
-    unless the dict has a key of that name.
+    unless the dict has a key of that name: the flow loader refuses answers named after
+    one (`answers` is the dict templates are given whose keys come from content).
     """
 
     def getattr(self, obj: Any, attribute: str) -> Any:

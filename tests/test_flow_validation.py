@@ -108,6 +108,8 @@ def test_a_machine_answers_the_same_the_second_time_and_still_refuses_a_missing_
         (None, {"ask": "Go?", "write": "{% if true %}One.{% endif %}\n---\nTwo.", "bye": "Bye."},
          "step 'write': template does not render: renders to an empty message, or a ---"),
         (("name: demo", "name: other"), None, "name should be 'demo'"),
+        (("answer: note", "answer: items"), None,
+         "step 'write': answer name 'items' is the name of a dict method"),
         (("  bye:\n    end: true", "  bye:\n    end: true\n    next: ask"), None,
          "step 'bye': an end step cannot"),
     ],

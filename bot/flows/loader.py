@@ -19,6 +19,7 @@ from bot.flows.spec import PROFILE_FIELDS, CheckBack, Choice, Expects, Flow, Rou
 from bot.yaml_files import read_yaml
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
+DICT_METHODS = frozenset(name for name in dir(dict) if not name.startswith("_"))
 STEP_KEYS = {
     "template", "expects", "choices", "scale", "answer", "label", "keep", "profile",
     "skippable", "next", "end", "after", "routes", "action", "check_back",
@@ -287,6 +288,11 @@ def _check_shape(flow: Flow, step: Step, problems: _Problems) -> None:
         problems.add(flow.source, step.name, "after is only for end steps")
     if step.keep and not step.answer:
         problems.add(flow.source, step.name, "keep needs an answer name to keep it under")
+    if step.answer in DICT_METHODS:
+        # Templates read `answers.name` by key first (bot.rendering), so such an answer
+        # would hide the method from every template of the flow (`answers.get(...)`).
+        problems.add(flow.source, step.name,
+                     f"answer name '{step.answer}' is the name of a dict method; choose another")
     if step.keep and step.expects not in (Expects.TEXT, Expects.CHOICE):
         problems.add(flow.source, step.name, "keep is for free-text answers and choices")
     if step.keep and not step.label:
