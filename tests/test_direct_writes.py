@@ -57,8 +57,7 @@ def statements(repository: Repository) -> Iterator[list[str]]:
     if not sqlite:
         event.listen(engine, "before_cursor_execute", note)
     event.listen(engine.pool, "checkout", watch)
-    shelf = getattr(repository, "shelf", None)  # connections kept checked out between units
-    for connection in shelf.connections() if shelf is not None else []:
+    for connection in repository.kept_connections():  # checked out before, and kept
         watch(None, connection.connection, None)
     try:
         yield seen
