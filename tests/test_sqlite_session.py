@@ -1,9 +1,12 @@
 """SQLite's units of work share one session on one connection kept out of the pool
-(SqliteRepository): each unit still starts with an empty session in a transaction of its
-own, a unit that fails takes nothing with it, and closing lets the connection go."""
+(SqliteRepository), their transactions begun and ended by sqlite3 itself
+(bot.storage.transaction): each unit still starts with an empty session in a transaction
+of its own that holds the write lock from its start, a unit that fails (or whose commit
+fails) takes nothing with it, and closing lets the connection go."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -109,3 +112,56 @@ async def test_closing_lets_the_kept_connection_go(
     assert repo.kept_connections() == []
     with pytest.raises(Exception, match="closed"):
         driver.execute("SELECT 1")  # type: ignore[attr-defined]
+
+
+async def test_a_unit_holds_the_write_lock_from_its_start(
+        repository: SqliteRepository, tmp_path: Path) -> None:
+    other = sqlite3.connect(tmp_path / "haven.sqlite3", timeout=0, isolation_level=None)
+
+    def try_to_write_meanwhile(unit: UnitOfWork) -> str:
+        try:
+            other.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            return str(error)
+        other.execute("ROLLBACK")
+        return "no lock"
+
+    try:
+        assert await repository.run(try_to_write_meanwhile) == "database is locked"
+        other.execute("BEGIN IMMEDIATE")  # free again once the unit is over
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_a_commit_that_fails_is_rolled_back(repository: SqliteRepository) -> None:
+    await repository.run(lambda unit: unit.user_for_chat(8, "Noor", "en"))
+
+    def rename_and_break_a_rule_checked_at_commit(unit: UnitOfWork) -> None:
+        user = unit.find_user(8)
+        assert user is not None
+        user.first_name = "Changed"
+        unit.session.execute(text("PRAGMA defer_foreign_keys = ON"))
+        unit.session.execute(text(  # nobody has id 999999: the commit refuses it
+            "INSERT INTO chat_messages (user_id, message_id, at) "
+            "VALUES (999999, 1, '2026-11-25 10:00:00')"))
+
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        await repository.run(rename_and_break_a_rule_checked_at_commit)
+    found = await repository.run(lambda unit: unit.find_user(8))
+    assert found is not None and found.first_name == "Noor"
+    count = await repository.run(
+        lambda unit: unit.session.execute(text("SELECT count(*) FROM chat_messages")).scalar())
+    assert count == 0
+
+
+async def test_pooled_connections_leave_transactions_to_sqlalchemy_after_autocommit_use(
+        repository: SqliteRepository) -> None:
+    def fail(_unit: UnitOfWork) -> None:
+        raise RuntimeError("the turn failed")
+
+    await repository.run(connection_of)
+    with pytest.raises(RuntimeError):
+        await repository.run(fail)  # the kept (autocommit) connection goes back to the pool
+    with repository.engine.connect() as pooled:
+        assert pooled.connection.driver_connection.isolation_level is None  # type: ignore[union-attr]

@@ -55,6 +55,13 @@ def sqlite_engine(url: str, cipher: MultiFernet, **options: Any) -> Engine:
         cursor.execute("PRAGMA secure_delete=ON")  # erased rows leave zeros, not words
         cursor.close()
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+        # Handing back a connection used in autocommit mode, SQLAlchemy sets sqlite3's
+        # `isolation_level` to "" (sqlite3 beginning transactions by itself); it stays None.
+        if dbapi_connection is not None:
+            dbapi_connection.isolation_level = None
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # Take the write lock up front, in case another process shares the file: two

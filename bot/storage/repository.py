@@ -59,7 +59,7 @@ from bot.storage.models import (
     utcnow,
 )
 from bot.storage.shelf import SessionShelf
-from bot.storage.transaction import ConnectionWasGone, in_transaction
+from bot.storage.transaction import ConnectionWasGone, in_sqlite_transaction, in_transaction
 
 log = logging.getLogger(__name__)
 OPEN = "open"
@@ -913,9 +913,10 @@ class SqliteRepository(Repository):
 
     Units of work never overlap (nothing in one awaits), so they all use one session,
     bound to one connection kept out of the pool: each unit begins and ends its own
-    transaction in it, and the session is closed after it, its objects gone. Making a
-    session and checking a connection out and back in for every unit was about a sixth
-    of a turn's storage CPU. A unit that fails lets both go; the next opens new ones.
+    transaction in it (through sqlite3 itself, bot.storage.transaction), and the session
+    is closed after it, its objects gone. Making a session and checking a connection out
+    and back in for every unit was about a sixth of a turn's CPU. A unit that fails lets
+    both go; the next opens new ones.
     """
 
     dialect = "sqlite"
@@ -930,12 +931,12 @@ class SqliteRepository(Repository):
     async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
         # One process per SQLite file: the engine's per-chat lock is all the ordering needed.
         if self._kept is None:
-            connection = self.engine.connect()
+            # Transactions on it are begun and ended by bot.storage.transaction.
+            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             self._kept = (self._sessions(bind=connection), connection)
         session = self._kept[0]
         try:
-            with session.begin():
-                result = work(UnitOfWork(session))
+            result = in_sqlite_transaction(session, lambda kept: work(UnitOfWork(kept)))
         except BaseException:
             self._let_go()
             raise

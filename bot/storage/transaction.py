@@ -1,4 +1,11 @@
-"""PostgreSQL transactions that begin and take the chat's lock in one round trip.
+"""Units of work's transactions, begun and ended by the driver itself.
+
+On SQLite (`in_sqlite_transaction`), SQLAlchemy's transaction around the driver's (its
+begin and commit, through the session's) cost about an eighth of a turn's CPU, for
+nothing the unit of work uses: the kept connection is in SQLAlchemy's autocommit mode,
+and BEGIN IMMEDIATE and COMMIT go to sqlite3 directly.
+
+On PostgreSQL (`in_transaction`), BEGIN and the chat's lock go in one round trip.
 
 Through SQLAlchemy's asyncpg adapter, BEGIN is a round trip of its own before the first
 statement, and the chat's lock another. A round trip cost this process about 40 us of CPU
@@ -100,3 +107,20 @@ def _show_dead(connection: Connection) -> None:
     before it (they went with the same server), so the next turn gets a live one."""
     with contextlib.suppress(DBAPIError):
         connection.exec_driver_sql("SELECT 1")
+
+
+def in_sqlite_transaction(session: Session, work: Callable[[Session], T]) -> T:
+    """Run `work(session)` in one transaction on the session's (autocommit) SQLite
+    connection: it commits if `work` returns and rolls back if it raises (or if the commit
+    itself fails). BEGIN IMMEDIATE takes the write lock up front: in case another process
+    shares the file, two transactions that both upgrade to writing would fail."""
+    driver: Any = session.connection().connection.driver_connection  # the sqlite3 Connection
+    driver.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(session)
+        write_all(session)
+        driver.execute("COMMIT")
+    finally:
+        if driver.in_transaction:  # not committed: nothing of it is kept
+            driver.execute("ROLLBACK")
+    return result
