@@ -124,9 +124,8 @@ class DriverStatement:
 
         The statement goes to the driver itself: on PostgreSQL SQLAlchemy's adapter (its
         cursor emulation), and on SQLite its result (built anew for each call), cost more
-        than the statement. Its errors are then the driver's own: on PostgreSQL the unit of
-        work's transaction (bot.storage.transaction) handles them as it does those of BEGIN
-        and COMMIT; on SQLite the session rolls back as for any other."""
+        than the statement. Its errors are then the driver's own, which the unit of work's
+        transaction (bot.storage.transaction) handles as it does those of BEGIN and COMMIT."""
         if written and session.autoflush and has_writes(session, self.tables):
             write_all(session)
         connection = session.connection()
