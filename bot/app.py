@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.actions import ACTIONS
 from bot.content_check import checked_before, fingerprint, remember_checked
+from bot.crisis.detector import default_detector
 from bot.daily import PromptLibrary
 from bot.drawing import ProcessDrawer
 from bot.engine import Engine, EngineConfig
@@ -54,11 +56,24 @@ def load_content(
     if not checked:
         broken = [f"prompts/{default_locale}/{template}: does not render: {error}"
                   for template, error in system_render_errors(renderer, default_locale)]
+        broken += crisis_rule_errors()
         if broken:
             raise FlowError("\n".join(broken))
         remember_checked(cache, content_print)
     daily = PromptLibrary.load(prompts_dir / default_locale / "daily" / "prompts.yaml")
     return Content(flows=flows, machines=build_machines(flows), renderer=renderer, daily=daily)
+
+
+def crisis_rule_errors() -> list[str]:
+    """Every crisis rule compiled now, or why one cannot be. Rules are otherwise compiled
+    the first time a message may match them, and one that cannot be would fail the crisis
+    check of that message; the phrases are part of what the check's fingerprint covers,
+    so every changed version of them is compiled whole once, at start-up."""
+    try:
+        default_detector().rules.compiled()
+    except (re.error, ValueError) as error:
+        return [f"bot/crisis/phrases.yaml: a crisis rule does not compile: {error}"]
+    return []
 
 
 async def open_settings_repository(settings: Settings) -> Repository:

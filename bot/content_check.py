@@ -1,13 +1,13 @@
 """Remembering that content passed its render check, so that a restart with the very same
 content and code does not render every template again.
 
-The check (bot.flows.samples) renders every template with sample values, so that broken
-content is refused at start-up, not in front of a person. Its outcome depends only on the
-content's files and Haven's code; so a fingerprint of both is written once the check has
-passed, beside the compiled templates (bot.rendering's disk cache, a directory of this
-user's), and a start that finds it skips the check. Any change to a file, or a directory
-that cannot be written, means the check runs as before. It was a seventh of a second of
-each start.
+The check (bot.flows.samples) renders every template with sample values, and compiles
+every crisis rule (bot.app), so that broken content is refused at start-up, not in front
+of a person. Its outcome depends only on the content's files and Haven's code (the crisis
+phrases among it); so a fingerprint of both is written once the check has passed, beside
+the compiled templates (bot.rendering's disk cache, a directory of this user's), and a
+start that finds it skips the check. Any change to a file, or a directory that cannot be
+written, means the check runs as before. It was a seventh of a second of each start.
 """
 
 from __future__ import annotations

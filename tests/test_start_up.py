@@ -166,3 +166,32 @@ def test_phrases_edited_since_the_anchors_are_compiled_whole_at_start_up(
     phrases.write_text(broken, encoding="utf-8")
     with pytest.raises(ValueError, match="capturing group.*sh.kms"):
         CrisisDetector(phrases)
+
+
+def test_a_crisis_rule_that_cannot_compile_stops_the_first_start_of_new_content(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Phrases and anchors rewritten together, so the detector itself compiles nothing
+    # at start-up: the content check, new for this code, compiles every rule.
+    detector = CrisisDetector()
+    detector.rules = Rules([(Category.SELF_HARM, "sh.fine", r"end it all"),
+                            (Category.SELF_HARM, "sh.broken", r"end (?:it all")])
+    monkeypatch.setattr(app, "default_detector", lambda: detector)
+    dialogs, prompts = content_copy(tmp_path, monkeypatch)
+    for _ in range(2):  # never noted as checked
+        with pytest.raises(FlowError, match="phrases.yaml: a crisis rule does not compile"):
+            app.load_content(dialogs, prompts)
+
+
+def test_unchanged_content_leaves_the_crisis_rules_to_their_first_use(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dialogs, prompts = content_copy(tmp_path, monkeypatch)
+    first = CrisisDetector()
+    monkeypatch.setattr(app, "default_detector", lambda: first)
+    app.load_content(dialogs, prompts)
+    compiled: Any = first.rules
+    assert len(compiled._compiled) == len(compiled)  # new content: every rule compiled
+    later = CrisisDetector()
+    monkeypatch.setattr(app, "default_detector", lambda: later)
+    app.load_content(dialogs, prompts)
+    lazy: Any = later.rules
+    assert lazy._compiled == {}
