@@ -160,7 +160,7 @@ class Engine:
         """
         crisis = None
         if incoming.kind is InputKind.TEXT:
-            crisis = self.detector.detect(incoming.text)
+            crisis = self._crisis_check(incoming.text)
         admission = await self.flood.admit(incoming.chat_id)
         if crisis is None and admission is not Admission.ALLOW:
             return self._flood_reply(incoming, admission)
@@ -205,6 +205,15 @@ class Engine:
                     self._keep_unconfirmed(incoming.chat_id, Unconfirmed(
                         incoming.update_id, incoming.kind, incoming.text, ran[-1].reply))
                 return self._reply_without_storage(incoming, crisis)
+
+    def _crisis_check(self, text: str) -> CrisisMatch | None:
+        """What the crisis check found. Should the check itself fail (a fault in Haven, not
+        in the message), the message goes on unchecked, logged, rather than go unanswered."""
+        try:
+            return self.detector.detect(text)
+        except Exception:
+            log.exception("the crisis check failed; the message goes on unchecked")
+            return None
 
     def _keep_unconfirmed(self, chat_id: int, turn: Unconfirmed) -> None:
         """Note a turn of unknown fate, the newest per chat, and at most MAX_UNCONFIRMED in

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -184,3 +185,21 @@ async def test_a_burst_gets_one_warning_and_a_crisis_inside_it_is_answered(
     assert len(answered) == 5 + 1 + 1
     other = await engine.handle(Incoming(chat_id=78, kind=InputKind.TEXT, text="/start"))
     assert other.messages, "one person's burst does not hold back anyone else"
+
+
+class BrokenCheck:
+    def detect(self, text: str) -> None:
+        raise RuntimeError("a fault in the crisis check")
+
+
+async def test_a_failing_crisis_check_still_leaves_an_answer(
+        chat: ConsoleChat, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    await onboard(chat)
+    engine.detector = BrokenCheck()  # type: ignore[assignment]
+    with caplog.at_level(logging.ERROR):
+        reply = await chat.send("/aware")
+        reply = await chat.send("Let's begin")
+        reply = await chat.send("I tense up when I'm interrupted.")
+    assert texts(reply), "an answer all the same"
+    assert "the crisis check failed" in caplog.text
+    assert "interrupted" not in caplog.text, "never the person's words in the logs"
