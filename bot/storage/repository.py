@@ -9,7 +9,6 @@ turn is one transaction.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -58,7 +57,7 @@ from bot.storage.models import (
     Worker,
     utcnow,
 )
-from bot.storage.shelf import SessionShelf
+from bot.storage.shelf import SessionShelf, let_go
 from bot.storage.transaction import ConnectionWasGone, in_sqlite_transaction, in_transaction
 
 log = logging.getLogger(__name__)
@@ -947,15 +946,10 @@ class SqliteRepository(Repository):
         return [self._kept[1]] if self._kept is not None else []
 
     def _let_go(self) -> None:
-        """Close the kept session and return its connection to the pool (which replaces
-        it if it is broken)."""
+        """Close the kept session and return its connection to the pool."""
         kept, self._kept = self._kept, None
         if kept is not None:
-            session, connection = kept
-            with contextlib.suppress(Exception):
-                session.close()
-            with contextlib.suppress(Exception):
-                connection.close()
+            let_go(kept)
 
     async def migrate(self) -> None:
         with self.engine.begin() as connection:

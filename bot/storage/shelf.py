@@ -105,14 +105,14 @@ class SessionShelf:
     def discard(self, held: Held) -> None:
         """After a unit that failed: the session and its connection are let go (the pool
         sees whether the connection can serve again), and their place is free."""
-        self._close(held)
+        let_go(held)
         self._hand_over(None)
 
     def empty(self) -> None:
         """Let every idle session go (the server went away, or the repository closes)."""
         idle, self._idle = self._idle, []
         for held in idle:
-            self._close(held)
+            let_go(held)
             self._existing -= 1
 
     def _hand_over(self, held: Held | None) -> None:
@@ -127,12 +127,14 @@ class SessionShelf:
         else:
             self._idle.append(held)
 
-    @staticmethod
-    def _close(held: Held) -> None:
-        session, connection = held
-        with contextlib.suppress(Exception):
-            session.close()
-        try:
-            connection.close()
-        except Exception:  # noqa: BLE001 - the pool has already dropped what failed
-            log.debug("a failed unit's connection could not be returned", exc_info=True)
+
+def let_go(held: Held) -> None:
+    """Close a session and return its connection to the pool, which replaces it if it is
+    broken; whatever fails here has failed already."""
+    session, connection = held
+    with contextlib.suppress(Exception):
+        session.close()
+    try:
+        connection.close()
+    except Exception:  # noqa: BLE001 - the pool has already dropped what failed
+        log.debug("a failed unit's connection could not be returned", exc_info=True)
