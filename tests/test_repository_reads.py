@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from bot.storage.models import as_utc
 from bot.storage.repository import ASIDE, Repository, UnitOfWork
 
 
@@ -31,3 +34,79 @@ async def test_flow_states_give_open_steps_oldest_first_and_completions(
 async def test_flow_states_of_someone_new_are_empty(repository: Repository) -> None:
     assert await repository.run(
         lambda unit: unit.flow_states(unit.user_for_chat(89, "Ari", "en"))) == ([], {})
+
+
+async def test_practice_moments_are_reflections_kept_and_flows_finished_since_a_moment(
+        repository: Repository) -> None:
+    def lived(unit: UnitOfWork) -> None:
+        user = unit.user_for_chat(90, "Sam", "en")
+        run = unit.start_run(user, "aware", "triggers")
+        unit.keep_reflection(user, run, "triggers", "When plans change I tense up.")
+        unit.finish_run(run)
+        unit.keep_daily_reflection(user, "pause", "p1", "I paused before answering.")
+        unit.start_run(user, "repair", "pause")  # open: not practice yet
+
+    before = datetime.now(UTC)
+    await repository.run(lived)
+    after = datetime.now(UTC)
+
+    def moments(unit: UnitOfWork) -> tuple[list[datetime], list[datetime]]:
+        user = unit.user_for_chat(90, "Sam", "en")
+        return (unit.practice_moments(user, before - timedelta(days=1)),
+                unit.practice_moments(user, after + timedelta(seconds=1)))
+
+    recent, later = await repository.run(moments)
+    assert len(recent) == 3  # two reflections kept and one flow finished
+    # Times, not text (on SQLite, without their zone, as every time read there is).
+    assert all(before - timedelta(seconds=1) <= as_utc(moment) <= after for moment in recent)
+    assert later == []
+
+
+async def test_reflections_are_counted_all_by_flow_and_by_daily_theme(
+        repository: Repository) -> None:
+    def lived(unit: UnitOfWork) -> tuple[int, int, int, int, int]:
+        user = unit.user_for_chat(91, "Sam", "en")
+        run = unit.start_run(user, "aware", "triggers")
+        unit.keep_reflection(user, run, "triggers", "one")
+        unit.keep_reflection(user, run, "triggers", "two")
+        unit.keep_daily_reflection(user, "pause", "p1", "three")
+        unit.keep_daily_reflection(user, "listen", "p2", "four")
+        # Counted in the same turn as they were kept: the count sees the turn's own writes.
+        return (unit.reflection_count(user), unit.reflection_count(user, "aware"),
+                unit.reflection_count(user, "daily"), unit.reflection_count(user, theme="pause"),
+                unit.reflection_count(user, "repair"))
+
+    assert await repository.run(lived) == (4, 2, 2, 1, 0)
+    assert await repository.run(
+        lambda unit: unit.reflection_count(unit.user_for_chat(92, "Ari", "en"))) == 0
+
+
+async def test_safety_checks_come_back_oldest_first_decrypted_and_by_relationship(
+        repository: Repository) -> None:
+    start = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+    def checked(unit: UnitOfWork) -> list[str]:
+        user = unit.user_for_chat(93, "Sam", "en")
+        day = timedelta(days=1)
+        unit.add_safety_check(user, "partner", {"elements": {"trust": 2}}, start + 2 * day)
+        unit.add_safety_check(user, "friend", {"elements": {"trust": 4}}, start + day)
+        unit.add_safety_check(user, "partner", {"elements": {"trust": 3}}, start)
+        # Seen in the same turn they were added in.
+        return [check.relationship for check in unit.safety_checks(user)]
+
+    assert await repository.run(checked) == ["partner", "friend", "partner"]
+
+    def read(unit: UnitOfWork) -> tuple[list[tuple[str, object, datetime]], list[object]]:
+        user = unit.user_for_chat(93, "Sam", "en")
+        every = [(check.relationship, check.scores, as_utc(check.created_at))
+                 for check in unit.safety_checks(user)]
+        partner = [check.scores for check in unit.safety_checks(user, "partner")]
+        return every, partner
+
+    every, partner = await repository.run(read)
+    assert every == [("partner", {"elements": {"trust": 3}}, start),
+                     ("friend", {"elements": {"trust": 4}}, start + timedelta(days=1)),
+                     ("partner", {"elements": {"trust": 2}}, start + timedelta(days=2))]
+    assert partner == [{"elements": {"trust": 3}}, {"elements": {"trust": 2}}]
+    assert await repository.run(
+        lambda unit: unit.safety_checks(unit.user_for_chat(94, "Ari", "en"))) == []

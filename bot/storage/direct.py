@@ -70,14 +70,17 @@ class DriverStatement:
     `exec_driver_sql` (no SQLAlchemy work per call beyond the driver's).
 
     `types` gives parameters' column types, so their values go in as Core would send them:
-    encrypted, JSON-encoded, or as SQLite's text for times. Other values go in as given,
-    and rows come back as the driver gives them.
+    encrypted, JSON-encoded, or as SQLite's text for times. Other values go in as given.
+    Rows come back as the driver gives them, unless `results` gives the type of each
+    column to be converted as Core would (None: as given).
     """
 
     def __init__(self, statement: Any,
-                 types: Mapping[str, TypeEngine[Any]] | None = None) -> None:
+                 types: Mapping[str, TypeEngine[Any]] | None = None,
+                 results: Sequence[TypeEngine[Any] | None] = ()) -> None:
         self.statement = statement
         self.types = types or {}
+        self.results = tuple(results)
         # The tables it reads or writes (None: unknown, so any): only writes to these are
         # made before it (see `rows`).
         self.tables = frozenset(table for table in find_tables(
@@ -98,7 +101,10 @@ class DriverStatement:
                 convert = (type_.dialect_impl(dialect).bind_processor(dialect)
                            if type_ is not None else None)
                 order.append((name, convert or _same))
-            found = _Compiled(str(compiled), order, dict(compiled.params))
+            results = [type_.dialect_impl(dialect).result_processor(dialect, None)
+                       if type_ is not None else None for type_ in self.results]
+            found = _Compiled(str(compiled), order, dict(compiled.params),
+                              tuple(results) if any(results) else None)
             self._compiled[dialect] = found
         return found
 
@@ -129,11 +135,17 @@ class DriverStatement:
         if written and session.autoflush and has_writes(session, self.tables):
             write_all(session)
         connection = session.connection()
-        sql, parameters = self.bound(connection.dialect, values)
+        compiled = self._for(connection.dialect)
+        sql, parameters = compiled.sql, compiled.values(values)
         driver: Any = connection.connection.driver_connection
         if connection.dialect.name == "postgresql":
-            return await_only(driver.fetch(sql, *parameters))
-        return driver.execute(sql, parameters).fetchall()
+            rows = await_only(driver.fetch(sql, *parameters))
+        else:
+            rows = driver.execute(sql, parameters).fetchall()
+        if compiled.results is None:
+            return rows
+        return [tuple(value if to is None else to(value)
+                      for to, value in zip(compiled.results, row, strict=True)) for row in rows]
 
     def row_count(self, session: Session, values: Mapping[str, Any]) -> int:
         """Run a write without first writing the session's queued rows; the rows it changed.
@@ -147,14 +159,20 @@ class DriverStatement:
     def bound(self, dialect: Dialect, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
         """The SQL for `dialect`, and its parameters' values as the driver takes them."""
         compiled = self._for(dialect)
-        given = {**compiled.constants, **values} if compiled.constants else values
-        return compiled.sql, tuple(convert(given[name]) for name, convert in compiled.order)
+        return compiled.sql, compiled.values(values)
 
 
 class _Compiled(NamedTuple):
     sql: str
     order: list[tuple[str, Callable[[Any], Any]]]  # each parameter's name and conversion
     constants: dict[str, Any]  # values the statement itself holds (e.g. a literal "open")
+    # Each result column's conversion (None: as given), or None if no column has one.
+    results: tuple[Callable[[Any], Any] | None, ...] | None
+
+    def values(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The parameters' values, in order, as the driver takes them."""
+        given = {**self.constants, **values} if self.constants else values
+        return tuple(convert(given[name]) for name, convert in self.order)
 
 
 class _Part:

@@ -73,6 +73,7 @@ _JOBS: Table = ScheduledJob.__table__  # type: ignore[assignment]
 _USERS: Table = User.__table__  # type: ignore[assignment]
 _RUNS: Table = FlowRun.__table__  # type: ignore[assignment]
 _REFLECTIONS: Table = Reflection.__table__  # type: ignore[assignment]
+_CHECKS: Table = SafetyCheck.__table__  # type: ignore[assignment]
 
 # The statements of every turn, built once: building one, and SQLAlchemy's work for a
 # statement it has not seen, cost several times running it. Those that return plain
@@ -128,11 +129,16 @@ _FLOW_STATES = DriverStatement(union_all(
 # whatever the session holds for the table (every caller has already moved the job it
 # holds out of "due").
 _CANCEL_JOBS = RowsDelete(_JOBS, ("user_id", "kind"), {"state": "due"})
-_REFLECTIONS_SINCE = select(_REFLECTIONS.c.created_at).where(
-    _REFLECTIONS.c.user_id == bindparam("user_id"),
-    _REFLECTIONS.c.created_at >= bindparam("since"))
-_RUNS_FINISHED_SINCE = select(_RUNS.c.completed_at).where(
-    _RUNS.c.user_id == bindparam("user_id"), _RUNS.c.completed_at >= bindparam("since"))
+# When a person practised since a moment: reflections kept, then flows finished.
+_PRACTICE_MOMENTS = DriverStatement(
+    union_all(
+        select(_REFLECTIONS.c.created_at.label("moment")).where(
+            _REFLECTIONS.c.user_id == bindparam("user_id"),
+            _REFLECTIONS.c.created_at >= bindparam("since")),
+        select(_RUNS.c.completed_at).where(
+            _RUNS.c.user_id == bindparam("user_id"),
+            _RUNS.c.completed_at >= bindparam("since"))),
+    {"since": _REFLECTIONS.c.created_at.type}, results=(_REFLECTIONS.c.created_at.type,))
 
 
 def _reflection_filter(flow: bool, theme: bool) -> list[Any]:
@@ -147,16 +153,17 @@ def _reflection_filter(flow: bool, theme: bool) -> list[Any]:
 
 # Counting a person's reflections: all, a flow's, a theme's; by (flow given, theme given).
 _REFLECTION_COUNTS = {
-    (flow, theme): select(func.count()).select_from(_REFLECTIONS)
-    .where(*_reflection_filter(flow, theme))
+    (flow, theme): DriverStatement(select(func.count()).select_from(_REFLECTIONS)
+                                   .where(*_reflection_filter(flow, theme)))
     for flow in (False, True) for theme in (False, True)
 }
 # A person's safety checks, oldest first: all, or (True) one relationship's.
 _SAFETY_CHECKS_BY_RELATIONSHIP = {
-    one: select(SafetyCheck)
-    .where(SafetyCheck.user_id == bindparam("user_id"),
-           *([SafetyCheck.relationship == bindparam("relationship")] if one else []))
-    .order_by(SafetyCheck.created_at, SafetyCheck.id)
+    one: ObjectsQuery((SafetyCheck,), select(*_CHECKS.c)
+                      .where(_CHECKS.c.user_id == bindparam("user_id"),
+                             *([_CHECKS.c.relationship == bindparam("relationship")]
+                               if one else []))
+                      .order_by(_CHECKS.c.created_at, _CHECKS.c.id))
     for one in (False, True)
 }
 
@@ -479,9 +486,8 @@ class UnitOfWork:
     def reflection_count(self, user: User, flow: str | None = None,
                          theme: str | None = None) -> int:
         statement = _REFLECTION_COUNTS[(flow is not None, theme is not None)]
-        result = self.session.execute(
-            statement, {"user_id": user.id, "flow": flow, "theme": theme})
-        return int(result.scalar_one())
+        values = {"user_id": user.id, "flow": flow, "theme": theme}
+        return int(statement.rows(self.session, values)[0][0])
 
     def reflections_page(self, user: User, offset: int, limit: int, flow: str | None = None,
                          theme: str | None = None) -> list[Reflection]:
@@ -496,10 +502,8 @@ class UnitOfWork:
 
     def practice_moments(self, user: User, since: datetime) -> list[datetime]:
         """When the person practised since `since`: reflections kept and flows finished."""
-        values = {"user_id": user.id, "since": since}
-        kept = self.session.execute(_REFLECTIONS_SINCE, values).scalars()
-        finished = self.session.execute(_RUNS_FINISHED_SINCE, values).scalars()
-        return [moment for moment in (*kept, *finished) if moment is not None]
+        rows = _PRACTICE_MOMENTS.rows(self.session, {"user_id": user.id, "since": since})
+        return [moment for (moment,) in rows if moment is not None]
 
     def reflection_kinds(self, user: User) -> list[tuple[str, str]]:
         """(flow, step) pairs the person has reflections for."""
@@ -812,9 +816,9 @@ class UnitOfWork:
 
     def safety_checks(self, user: User, relationship: str | None = None) -> list[SafetyCheck]:
         """The person's safety checks, oldest first; one relationship's only, if asked."""
-        return list(self.session.execute(
-            _SAFETY_CHECKS_BY_RELATIONSHIP[relationship is not None],
-            {"user_id": user.id, "relationship": relationship}).scalars())
+        query = _SAFETY_CHECKS_BY_RELATIONSHIP[relationship is not None]
+        return [check for (check,) in query.rows(
+            self.session, {"user_id": user.id, "relationship": relationship})]
 
     def erase(self, user: User) -> None:
         """Remove the person and everything of theirs (every table cascades from users)."""
