@@ -5,6 +5,7 @@ a cache that cannot be written only costs time."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import shutil
 from pathlib import Path
@@ -195,3 +196,18 @@ def test_unchanged_content_leaves_the_crisis_rules_to_their_first_use(
     app.load_content(dialogs, prompts)
     lazy: Any = later.rules
     assert lazy._compiled == {}
+
+
+def test_once_built_start_up_objects_are_frozen_and_collection_runs_less_often() -> None:
+    thresholds, enabled = gc.get_threshold(), gc.isenabled()
+    gc.disable()  # as python -m bot starts
+    try:
+        app.built()
+        assert gc.isenabled()
+        assert gc.get_threshold() == app.COLLECTION_THRESHOLDS
+        assert app.COLLECTION_THRESHOLDS[0] > 700  # above Python's own
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        (gc.enable if enabled else gc.disable)()
