@@ -191,7 +191,7 @@ async def test_later_changes_in_the_same_turn_are_written_too(repository: Reposi
     def two_flushes(unit: UnitOfWork) -> None:
         user, run = load(unit, run_id)
         run.step = "past"
-        assert unit.completed_counts(user) == {}  # flushes the step first
+        assert [each.step for each in unit.all_runs(user)] == ["past"]  # flushed first
         run.step = "boundaries"
         user.country = "GB"
 
@@ -313,26 +313,48 @@ def reads_in(seen: list[str]) -> list[str]:
     return [line for line in seen if line.startswith("SELECT ")]
 
 
-async def test_a_read_writes_first_only_the_changes_it_could_see(
+async def test_a_read_of_runs_goes_before_changes_to_people_and_runs_it_can_lay_over(
         repository: Repository) -> None:
-    """A change to the person waits past a read of runs alone (each write before a read
-    is a round trip on PostgreSQL); a change to a run is written before it."""
+    """A change to the person, and a run's change of step or status, wait past a read of
+    the person's flow states, which lays the run's change over what it found (each write
+    before a read is a round trip on PostgreSQL); both go in one write afterwards."""
     _, run_id = await person_in_a_flow(repository)
 
     def turn(unit: UnitOfWork) -> list[tuple[str, str]]:
         user, run = load(unit, run_id)
         user.country = "NZ"
-        before = unit.flow_states(user)[0]  # had it written the person, ...
+        before = unit.flow_states(user)[0]
         run.step = "past"
-        return [*before, *unit.flow_states(user)[0]]  # ... this would write again
+        return [*before, *unit.flow_states(user)[0]]
 
     with statements(repository) as seen:
         assert await repository.run(turn) == [("aware", "triggers"), ("aware", "past")]
-    # One write, before the second read, held both changes; nothing was left for commit.
-    if repository.dialect == "postgresql":
-        assert len(writes_in(seen)) == 1
     assert len(updates_of(seen, "users")) == 1 and len(updates_of(seen, "flow_runs")) == 1
+    if repository.dialect == "postgresql":
+        (write,) = [index for index, line in enumerate(seen) if line in writes_in(seen)]
+        reads = [index for index, line in enumerate(seen)
+                 if line.startswith("SELECT flow_runs.flow")]
+        assert len(reads) == 2 and write > max(reads)
     assert await repository.run(lambda unit: load(unit, run_id)[0].country) == "NZ"
+    assert await repository.run(lambda unit: load(unit, run_id)[1].step) == "past"
+
+
+async def test_a_new_run_the_orm_is_to_insert_is_written_before_a_read_of_runs(
+        repository: Repository) -> None:
+    user_id, _ = await person_in_a_flow(repository)
+
+    def turn(unit: UnitOfWork) -> list[tuple[str, str]]:
+        user = unit.user_for_chat(77, "Sam", "en")
+        now = datetime.now(UTC)
+        unit.session.add(FlowRun(user_id=user_id, flow="repair", step="pause", answers={},
+                                 status="open", version=1, started_at=now, updated_at=now))
+        return unit.flow_states(user)[0]
+
+    with statements(repository) as seen:
+        assert await repository.run(turn) == [("aware", "triggers"), ("repair", "pause")]
+    inserts = [index for index, line in enumerate(seen) if "INSERT INTO flow_runs" in line]
+    reads = [index for index, line in enumerate(seen) if line.startswith("SELECT flow_runs.flow")]
+    assert len(inserts) == 1 and len(reads) == 1 and inserts[0] < reads[0]
 
 
 async def jobs_of(repository: Repository, user_id: int) -> list[tuple[str, str]]:

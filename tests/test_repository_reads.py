@@ -110,3 +110,38 @@ async def test_safety_checks_come_back_oldest_first_decrypted_and_by_relationshi
     assert partner == [{"elements": {"trust": 3}}, {"elements": {"trust": 2}}]
     assert await repository.run(
         lambda unit: unit.safety_checks(unit.user_for_chat(94, "Ari", "en"))) == []
+
+
+async def test_flow_states_read_in_the_turn_that_changes_runs_are_as_stored_after_it(
+        repository: Repository) -> None:
+    """The menu after a flow ends is read in the same turn as the run's change, which is
+    laid over what the read finds (bot.storage.run_states): it must match the stored state."""
+    def before(unit: UnitOfWork) -> dict[str, int]:
+        user = unit.user_for_chat(95, "Sam", "en")
+        unit.finish_run(unit.start_run(user, "aware", "triggers"))
+        unit.finish_run(unit.start_run(user, "repair", "pause"))
+        return {"aware": unit.start_run(user, "aware", "triggers").id,
+                "heal": unit.start_run(user, "heal", "notice").id,
+                "talk": unit.start_run(user, "talk", "intent").id}
+
+    ids = await repository.run(before)
+
+    def changed(unit: UnitOfWork) -> tuple[object, object]:
+        user = unit.user_for_chat(95, "Sam", "en")
+        unit.start_run(user, "boundaries", "notice")  # written at once
+        runs = {name: unit.run_by_id(run_id) for name, run_id in ids.items()}
+        first = unit.flow_states(user)
+        unit.finish_run(runs["aware"])  # a second time, now after repair's
+        runs["heal"].step = "grieve"  # moved on
+        runs["talk"].status = ASIDE
+        return first, unit.flow_states(user)
+
+    first, same_turn = await repository.run(changed)
+    assert first == ([("aware", "triggers"), ("heal", "notice"), ("talk", "intent"),
+                      ("boundaries", "notice")], {"aware": 1, "repair": 1})
+    assert list(first[1]) == ["aware", "repair"]
+    stored = await repository.run(
+        lambda unit: unit.flow_states(unit.user_for_chat(95, "Sam", "en")))
+    assert same_turn == stored
+    assert stored == ([("heal", "grieve"), ("boundaries", "notice")], {"aware": 2, "repair": 1})
+    assert list(same_turn[1]) == list(stored[1]) == ["repair", "aware"]

@@ -30,7 +30,6 @@ from sqlalchemy import (
     delete,
     func,
     literal_column,
-    null,
     select,
     text,
     union_all,
@@ -57,13 +56,11 @@ from bot.storage.models import (
     Worker,
     utcnow,
 )
+from bot.storage.run_states import ASIDE, DONE, OPEN, FlowStates, flow_states
 from bot.storage.shelf import SessionShelf, let_go
 from bot.storage.transaction import ConnectionWasGone, in_sqlite_transaction, in_transaction
 
 log = logging.getLogger(__name__)
-OPEN = "open"
-DONE = "done"
-ASIDE = "aside"  # an open run replaced by a newer run of the same flow
 T = TypeVar("T")
 HIDE_WINDOW = timedelta(hours=48)  # how long Telegram lets a bot delete a message
 RECENT_UPDATES = 32
@@ -114,16 +111,6 @@ _OPEN_STEPS = (
     .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == OPEN)
     .order_by(_RUNS.c.id)
 )
-# What the menu and /progress show of a person's flows: (flow, step, 0) for each open run,
-# oldest first, then (flow, NULL, times completed) for each flow completed.
-_FLOW_STATES = DriverStatement(union_all(
-    select(_RUNS.c.flow, _RUNS.c.step, literal_column("0").label("completed"),
-           _RUNS.c.id.label("position"))
-    .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == OPEN),
-    select(_RUNS.c.flow, sql_cast(null(), String), func.count(), func.max(_RUNS.c.id))
-    .where(_RUNS.c.user_id == bindparam("user_id"), _RUNS.c.status == DONE)
-    .group_by(_RUNS.c.flow),
-).order_by(literal_column("position")))
 # On the table, not the mapped class: the ORM's DELETE (which looks for matching objects
 # in the session) cost six times the statement. Queued with the turn's other writes, after
 # whatever the session holds for the table (every caller has already moved the job it
@@ -469,16 +456,9 @@ class UnitOfWork:
             "user_id": user.id, "flow": flow, "step": step, "question": question,
             "text": text, "created_at": utcnow()})
 
-    def flow_states(self, user: User) -> tuple[list[tuple[str, str]], dict[str, int]]:
-        """`open_steps` and `completed_counts` together, in one query."""
-        open_steps: list[tuple[str, str]] = []
-        completed: dict[str, int] = {}
-        for flow, step, count, _ in _FLOW_STATES.rows(self.session, {"user_id": user.id}):
-            if step is None:
-                completed[flow] = count
-            else:
-                open_steps.append((flow, step))
-        return open_steps, completed
+    def flow_states(self, user: User) -> FlowStates:
+        """`open_steps` and `completed_counts` together, in one query (see run_states)."""
+        return flow_states(self.session, user.id)
 
     def completed_counts(self, user: User) -> dict[str, int]:
         return self.flow_states(user)[1]
