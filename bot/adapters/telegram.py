@@ -147,6 +147,16 @@ class HavenBot(ExtBot[Any]):
         })
         return int(result["message_id"])
 
+    async def send_upload(self, method: str, field: str, chat_id: int, upload: InputFile,
+                          paid_broadcast: bool = False) -> int:
+        """Send a file as `method` (sendPhoto, sendDocument) with it in `field`; returns the
+        message id, as `send_html` does, without parsing the message Telegram sends back."""
+        result = await self._post(method, {
+            "chat_id": chat_id, field: upload,
+            "allow_paid_broadcast": True if paid_broadcast else None,
+        })
+        return int(result["message_id"])
+
 
 # Set while a scheduled message (a daily prompt, a check-back) is being sent.
 SCHEDULED: contextvars.ContextVar[bool] = contextvars.ContextVar("scheduled", default=False)
@@ -299,20 +309,17 @@ class TelegramAdapter:
                 self.engine.remember_sent(chat_id, sent)
         return True
 
-    async def _send_file(self, bot: Bot, chat_id: int, document: Document,
+    async def _send_file(self, bot: HavenBot, chat_id: int, document: Document,
                          paid_broadcast: bool = False) -> int:
         """A picture as a photo, anything else as a document; returns its message id."""
         upload = InputFile(document.content, filename=document.file_name)
-        paid = True if paid_broadcast else None
         if document.mime_type.startswith("image/"):
-            await bot.send_chat_action(chat_id, ChatAction.UPLOAD_PHOTO)
-            result = await with_retries(partial(bot.send_photo, chat_id, upload,
-                                                allow_paid_broadcast=paid))
+            action, method, field = ChatAction.UPLOAD_PHOTO, "sendPhoto", "photo"
         else:
-            await bot.send_chat_action(chat_id, ChatAction.UPLOAD_DOCUMENT)
-            result = await with_retries(partial(bot.send_document, chat_id, upload,
-                                                allow_paid_broadcast=paid))
-        return int(result.message_id)
+            action, method, field = ChatAction.UPLOAD_DOCUMENT, "sendDocument", "document"
+        await bot.send_chat_action(chat_id, action)
+        return await with_retries(partial(
+            bot.send_upload, method, field, chat_id, upload, paid_broadcast), method)
 
     async def _delete(self, bot: Bot, chat_id: int, message_ids: list[int]) -> None:
         """Delete what Telegram still lets a bot delete; ids it refuses are skipped."""
