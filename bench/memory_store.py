@@ -114,11 +114,11 @@ class MemoryUnit:
     def reflection_kinds(self, user: User) -> list[tuple[str, str]]:
         return sorted({(r.flow, r.step) for r in self.store.kept[user.id]})
 
-    def practice_moments(self, user: User, since: datetime) -> list[datetime]:
+    def practice(self, user: User, since: datetime) -> tuple[list[datetime], int]:
         kept = [r.created_at for r in self.store.kept[user.id] if r.created_at >= since]
         done = [run.completed_at for run in self.store.runs[user.id]
                 if run.completed_at is not None and run.completed_at >= since]
-        return kept + done
+        return kept + done, self.reflection_count(user)
 
     def cancel_jobs(self, user: User, kind: str) -> None:
         """Scheduled work is not part of this benchmark: nothing is ever planned here."""

@@ -9,7 +9,7 @@ the flow's machine, renders what to send, and leaves the changes to be committed
 from __future__ import annotations
 
 import logging
-from datetime import date, time, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
@@ -277,11 +277,12 @@ class Turn:
                 number, total = flow.position(step)
                 in_progress.append({"title": self._t(flow.title), "step_number": number,
                                     "step_count": total})
-        calendar = self._practice_calendar()
+        moments, reflections = self.unit.practice(self.user, self.now - timedelta(days=32))
+        calendar = self._practice_calendar(moments)
         self.images.append(PendingImage("practice.png", partial(draw_calendar, calendar),
                                         before=len(self.reply.messages)))
         self._say("system/progress.j2", completed=completed, in_progress=in_progress,
-                  reflections=self.unit.reflection_count(self.user),
+                  reflections=reflections,
                   keep_reflections=bool(self.user.keep_reflections),
                   calendar=calendar_text(calendar.month, calendar.practised_days))
         safety = self._safety_trend()  # its chart, if any, goes just before its words
@@ -319,14 +320,13 @@ class Turn:
         choice = step.choice(relationship) if step else None
         return self._t(choice.label) if choice else relationship
 
-    def _practice_calendar(self) -> CalendarRequest:
-        """Days practised this month, in the person's own time zone; drawn after the turn."""
+    def _practice_calendar(self, moments: list[datetime]) -> CalendarRequest:
+        """Days practised this month, in the person's own time zone, from `moments` (those
+        of the last 32 days at least); drawn after the turn."""
         zone = self.user.timezone or "UTC"
         today = local_day(self.now, zone)
         month_start = today.replace(day=1)
-        since = self.now - timedelta(days=32)
-        days = {local_day(as_utc(moment), zone) for moment in
-                self.unit.practice_moments(self.user, since)}
+        days = {local_day(as_utc(moment), zone) for moment in moments}
         practised = {day.day for day in days if day >= month_start and day <= today}
         return CalendarRequest(today.year, today.month, frozenset(practised), today.day,
                                _month_title(today.year, today.month, self.locale),

@@ -36,7 +36,7 @@ async def test_flow_states_of_someone_new_are_empty(repository: Repository) -> N
         lambda unit: unit.flow_states(unit.user_for_chat(89, "Ari", "en"))) == ([], {})
 
 
-async def test_practice_moments_are_reflections_kept_and_flows_finished_since_a_moment(
+async def test_practice_is_reflections_kept_and_flows_finished_since_a_moment(
         repository: Repository) -> None:
     def lived(unit: UnitOfWork) -> None:
         user = unit.user_for_chat(90, "Sam", "en")
@@ -50,16 +50,19 @@ async def test_practice_moments_are_reflections_kept_and_flows_finished_since_a_
     await repository.run(lived)
     after = datetime.now(UTC)
 
-    def moments(unit: UnitOfWork) -> tuple[list[datetime], list[datetime]]:
+    def practice(unit: UnitOfWork) -> tuple[object, object]:
         user = unit.user_for_chat(90, "Sam", "en")
-        return (unit.practice_moments(user, before - timedelta(days=1)),
-                unit.practice_moments(user, after + timedelta(seconds=1)))
+        return (unit.practice(user, before - timedelta(days=1)),
+                unit.practice(user, after + timedelta(seconds=1)))
 
-    recent, later = await repository.run(moments)
-    assert len(recent) == 3  # two reflections kept and one flow finished
+    (recent, kept), (later, kept_in_all) = await repository.run(practice)
+    assert isinstance(recent, list) and len(recent) == 3  # two reflections and one flow
     # Times, not text (on SQLite, without their zone, as every time read there is).
     assert all(before - timedelta(seconds=1) <= as_utc(moment) <= after for moment in recent)
     assert later == []
+    assert kept == kept_in_all == 2  # every reflection kept, whenever
+    assert await repository.run(
+        lambda unit: unit.practice(unit.user_for_chat(96, "Ari", "en"), before)) == ([], 0)
 
 
 async def test_reflections_are_counted_all_by_flow_and_by_daily_theme(

@@ -30,6 +30,7 @@ from sqlalchemy import (
     delete,
     func,
     literal_column,
+    null,
     select,
     text,
     union_all,
@@ -116,16 +117,22 @@ _OPEN_STEPS = (
 # whatever the session holds for the table (every caller has already moved the job it
 # holds out of "due").
 _CANCEL_JOBS = RowsDelete(_JOBS, ("user_id", "kind"), {"state": "due"})
-# When a person practised since a moment: reflections kept, then flows finished.
-_PRACTICE_MOMENTS = DriverStatement(
+# When a person practised since a moment (reflections kept, then flows finished), each a
+# (moment, NULL) row; then (NULL, how many reflections they keep in all). What /progress
+# shows, in one round trip.
+_MOMENT = _REFLECTIONS.c.created_at.type
+_PRACTICE = DriverStatement(
     union_all(
-        select(_REFLECTIONS.c.created_at.label("moment")).where(
+        select(_REFLECTIONS.c.created_at.label("moment"),
+               sql_cast(null(), Integer).label("kept")).where(
             _REFLECTIONS.c.user_id == bindparam("user_id"),
             _REFLECTIONS.c.created_at >= bindparam("since")),
-        select(_RUNS.c.completed_at).where(
+        select(_RUNS.c.completed_at, sql_cast(null(), Integer)).where(
             _RUNS.c.user_id == bindparam("user_id"),
-            _RUNS.c.completed_at >= bindparam("since"))),
-    {"since": _REFLECTIONS.c.created_at.type}, results=(_REFLECTIONS.c.created_at.type,))
+            _RUNS.c.completed_at >= bindparam("since")),
+        select(sql_cast(null(), _MOMENT), func.count()).select_from(_REFLECTIONS).where(
+            _REFLECTIONS.c.user_id == bindparam("user_id"))),
+    {"since": _MOMENT}, results=(_MOMENT, None))
 
 
 def _reflection_filter(flow: bool, theme: bool) -> list[Any]:
@@ -480,10 +487,12 @@ class UnitOfWork:
             {"user_id": user.id, "flow": flow, "theme": theme})
         return list(result.scalars())
 
-    def practice_moments(self, user: User, since: datetime) -> list[datetime]:
-        """When the person practised since `since`: reflections kept and flows finished."""
-        rows = _PRACTICE_MOMENTS.rows(self.session, {"user_id": user.id, "since": since})
-        return [moment for (moment,) in rows if moment is not None]
+    def practice(self, user: User, since: datetime) -> tuple[list[datetime], int]:
+        """When the person practised since `since` (reflections kept and flows finished),
+        and how many reflections they keep in all."""
+        rows = _PRACTICE.rows(self.session, {"user_id": user.id, "since": since})
+        moments = [moment for moment, kept in rows if kept is None and moment is not None]
+        return moments, sum(int(kept) for _moment, kept in rows if kept is not None)
 
     def reflection_kinds(self, user: User) -> list[tuple[str, str]]:
         """(flow, step) pairs the person has reflections for."""
