@@ -123,6 +123,14 @@ def interleaved(by_chat: dict[int, list[str]]) -> list[tuple[int, str]]:
 class _Pending:
     enqueued: float
     done: asyncio.Future[None]
+    step: str  # what kind of message it was (`step_of`)
+
+
+def step_of(typed: str) -> str:
+    """A command by its name, a long text as an answer, a short one as a button's label."""
+    if typed.startswith("/"):
+        return typed.split(maxsplit=1)[0]
+    return "answer" if len(typed) > 40 else "button"
 
 
 @dataclass
@@ -136,6 +144,7 @@ class Phase:
     messages_per_update: float = 0.0  # sendMessage calls per update
     cpu_ms_per_update: float = 0.0  # this process's CPU time (all threads) per update
     silent: int = 0  # updates that sent no message: must stay 0
+    p99_ms_by_step: dict[str, float] = field(default_factory=dict)  # by `step_of`
     cut_short: bool = False  # the time limit ended the phase before all its updates
     overloaded: bool = False  # paced only: arrivals outran the bot, so they were stopped
 
@@ -154,6 +163,7 @@ class Tracker:
         self.sends: Counter[int] = Counter()
         self.sends_when_done: Counter[int] = Counter()
         self.latencies: list[float] = []
+        self.by_step: dict[str, list[float]] = {}
         self.silent = 0
         self.first = self.last = 0.0
         self.elapsed = 0.0  # set when the phase ran in slices: their time added up
@@ -164,12 +174,12 @@ class Tracker:
     def finished_count(self) -> int:
         return len(self.latencies) + self.silent
 
-    def enqueued(self, chat_id: int) -> asyncio.Future[None]:
+    def enqueued(self, chat_id: int, typed: str) -> asyncio.Future[None]:
         now = perf_counter()
         if not self.first:
             self.first = now
         future = asyncio.get_running_loop().create_future()
-        self.pending.setdefault(chat_id, deque()).append(_Pending(now, future))
+        self.pending.setdefault(chat_id, deque()).append(_Pending(now, future, step_of(typed)))
         return future
 
     def sent(self, chat_id: int) -> None:
@@ -184,6 +194,7 @@ class Tracker:
         self.last = perf_counter()
         if self.sends[chat_id] > self.sends_when_done[chat_id]:
             self.latencies.append(self.last_send[chat_id] - item.enqueued)
+            self.by_step.setdefault(item.step, []).append(self.latencies[-1])
         else:
             self.silent += 1
         self.sends_when_done[chat_id] = self.sends[chat_id]
@@ -194,7 +205,7 @@ class Tracker:
         count = len(ordered) + self.silent
         wall = self.elapsed or self.last - self.first
 
-        def at(fraction: float) -> float:  # nearest rank
+        def at(fraction: float, ordered: list[float] = ordered) -> float:  # nearest rank
             if not ordered:
                 return float("nan")
             return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))] * 1e3
@@ -204,7 +215,9 @@ class Tracker:
                      messages_per_update=sum(self.sends.values()) / count if count else 0.0,
                      cpu_ms_per_update=self.cpu * 1e3 / count if count else 0.0,
                      silent=self.silent, cut_short=self.cut_short,
-                     overloaded=self.overloaded)
+                     overloaded=self.overloaded,
+                     p99_ms_by_step={step: at(0.99, sorted(latencies))
+                                     for step, latencies in self.by_step.items()})
 
 
 class Probe:
@@ -245,7 +258,7 @@ class Updates:
 
     async def put(self, tracker: Tracker, chat_id: int, typed: str) -> asyncio.Future[None]:
         update = self.make(chat_id, typed)
-        done = tracker.enqueued(chat_id)
+        done = tracker.enqueued(chat_id, typed)
         await self.app.update_queue.put(update)
         return done
 
@@ -607,6 +620,11 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, started: str) -> l
         elif p.cut_short:
             print(f"note: {outcome.label}: paced phase hit the time limit after "
                   f"{p.updates} updates")
+    print("\nPaced p99 by step (the slowest first): everyone takes the same step at about the "
+          "same moment, so the heavier steps arrive together.")
+    for outcome in outcomes:
+        steps = sorted(outcome.paced.p99_ms_by_step.items(), key=lambda item: -item[1])
+        print(f"{outcome.label:<26}" + ", ".join(f"{step} {p99:.1f}" for step, p99 in steps[:5]))
     print("\nCPU ms: this process's CPU time (all its threads) per update in the saturated "
           "phase; the database server's is not counted.")
     print("Latency: from update_queue.put to the last sendMessage of that update reaching the "
