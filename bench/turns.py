@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -204,20 +205,22 @@ class Tracker:
         ordered = sorted(self.latencies)
         count = len(ordered) + self.silent
         wall = self.elapsed or self.last - self.first
-
-        def at(fraction: float, ordered: list[float] = ordered) -> float:  # nearest rank
-            if not ordered:
-                return float("nan")
-            return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))] * 1e3
-
+        at = partial(nearest_rank_ms, ordered)
         return Phase(updates=count, wall_s=wall, updates_per_s=count / wall if wall else 0.0,
                      p50_ms=at(0.50), p99_ms=at(0.99), max_ms=at(1.0),
                      messages_per_update=sum(self.sends.values()) / count if count else 0.0,
                      cpu_ms_per_update=self.cpu * 1e3 / count if count else 0.0,
                      silent=self.silent, cut_short=self.cut_short,
                      overloaded=self.overloaded,
-                     p99_ms_by_step={step: at(0.99, sorted(latencies))
+                     p99_ms_by_step={step: nearest_rank_ms(sorted(latencies), 0.99)
                                      for step, latencies in self.by_step.items()})
+
+
+def nearest_rank_ms(ordered: list[float], fraction: float) -> float:
+    """The `fraction` quantile of sorted latencies in seconds, by nearest rank, in ms."""
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))] * 1e3
 
 
 class Probe:
