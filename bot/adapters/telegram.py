@@ -141,18 +141,21 @@ class HavenBot(ExtBot[Any]):
         With `paid_broadcast`, the message is sent with allow_paid_broadcast: Telegram takes
         up to 1,000 such messages a second (for a fee), and AIORateLimiter paces them at that
         rate instead of the usual 30 a second."""
-        result = await self._post("sendMessage", {
-            "chat_id": chat_id, "text": text, "parse_mode": ParseMode.HTML,
-            "reply_markup": reply_markup, "allow_paid_broadcast": True if paid_broadcast else None,
-        })
-        return int(result["message_id"])
+        return await self._send_for_id("sendMessage", chat_id, paid_broadcast, {
+            "text": text, "parse_mode": ParseMode.HTML, "reply_markup": reply_markup})
 
     async def send_upload(self, method: str, field: str, chat_id: int, upload: InputFile,
                           paid_broadcast: bool = False) -> int:
         """Send a file as `method` (sendPhoto, sendDocument) with it in `field`; returns the
-        message id, as `send_html` does, without parsing the message Telegram sends back."""
+        message id, as `send_html` does."""
+        return await self._send_for_id(method, chat_id, paid_broadcast, {field: upload})
+
+    async def _send_for_id(self, method: str, chat_id: int, paid_broadcast: bool,
+                           data: dict[str, Any]) -> int:
+        """Call `method` for `chat_id` with `data` (as a paid broadcast, if asked); the id of
+        the message sent, read from Telegram's answer without parsing the rest."""
         result = await self._post(method, {
-            "chat_id": chat_id, field: upload,
+            "chat_id": chat_id, **data,
             "allow_paid_broadcast": True if paid_broadcast else None,
         })
         return int(result["message_id"])
