@@ -98,6 +98,21 @@ def test_crisis_lines_never_default_to_another_country() -> None:
     assert lines_for(None).fallback
 
 
+def test_every_country_has_a_line_open_at_any_hour_for_each_need_it_covers() -> None:
+    """A child at risk in Germany at night must not be shown only a line that is closed."""
+    import yaml
+
+    from bot.crisis_lines import TABLE
+
+    table = yaml.safe_load(TABLE.read_text(encoding="utf-8"))
+    for country, entry in table["entries"].items():
+        topics = {topic for line in entry["lines"] for topic in line["topics"]}
+        for topic in topics:
+            first = lines_for(country, topic).lines[0]
+            assert first["for_this"], (country, topic)
+            assert first["hours"] == "24/7", (country, topic, first["name"])
+
+
 def test_a_reply_goes_out_as_few_telegram_messages_as_fit() -> None:
     from bot.adapters.telegram import coalesce
     from bot.messages import Button, Document, Message
