@@ -6,6 +6,7 @@ fails) takes nothing with it, and closing lets the connection go."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -165,3 +166,92 @@ async def test_pooled_connections_leave_transactions_to_sqlalchemy_after_autocom
         await repository.run(fail)  # the kept (autocommit) connection goes back to the pool
     with repository.engine.connect() as pooled:
         assert pooled.connection.driver_connection.isolation_level is None  # type: ignore[union-attr]
+
+
+
+def kept_driver(repository: SqliteRepository) -> sqlite3.Connection:
+    (kept,) = repository.kept_connections()
+    driver = kept.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    return driver
+
+
+async def write_megabytes(repository: SqliteRepository, megabytes: int) -> None:
+    """Well over SQLite's 1,000-page trigger for a checkpoint (4 MB of 4 KB pages)."""
+    await repository.run(lambda unit: unit.session.execute(
+        text("CREATE TABLE IF NOT EXISTS ballast (x BLOB)")))
+    for _ in range(megabytes):
+        await repository.run(lambda unit: unit.session.execute(
+            text("INSERT INTO ballast VALUES (randomblob(1000000))")))
+
+
+async def test_turns_commit_without_checkpointing_and_a_thread_checkpoints_instead(
+        repository: SqliteRepository, tmp_path: Path) -> None:
+    """A checkpoint inside a turn's COMMIT held up every turn (bot.storage.checkpoints).
+    Until a checkpoint copies the log into it, the database file does not grow."""
+    database = tmp_path / "haven.sqlite3"
+    checkpoints = repository.checkpoints
+    assert checkpoints is not None
+    await repository.run(lambda unit: unit.find_user(1))
+    assert checkpoints.running
+    checkpoints.stop()  # the test takes the thread's steps itself
+    assert kept_driver(repository).execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    size_before = database.stat().st_size
+
+    await write_megabytes(repository, 6)
+    assert database.stat().st_size == size_before  # all of it still in the log
+
+    with sqlite3.connect(database, isolation_level=None) as own:
+        checkpoints.checkpoint(own)
+    assert database.stat().st_size > size_before + 6_000_000
+    assert checkpoints.checkpoints == 1 and not checkpoints.writer_should_checkpoint
+    # Everything was copied, so the next write starts the log again from its beginning.
+    log_size = database.with_name(database.name + "-wal").stat().st_size
+    await write_megabytes(repository, 1)
+    assert database.with_name(database.name + "-wal").stat().st_size == log_size
+
+
+async def test_the_thread_checkpoints_by_itself(repository: SqliteRepository,
+                                                 tmp_path: Path) -> None:
+    database = tmp_path / "haven.sqlite3"
+    checkpoints = repository.checkpoints
+    assert checkpoints is not None
+    await write_megabytes(repository, 5)
+    done = checkpoints.checkpoints
+    for _ in range(200):  # one whole checkpoint after the writes, counted when it returns
+        if checkpoints.checkpoints > done + 1:
+            break
+        await asyncio.sleep(0.05)
+    assert database.stat().st_size > 5_000_000
+    await repository.close()
+    assert not checkpoints.running
+
+
+async def test_a_log_that_keeps_growing_is_checkpointed_by_the_writer_itself(
+        repository: SqliteRepository, tmp_path: Path) -> None:
+    """If the load never pauses long enough for a passive checkpoint to copy everything,
+    the writer makes one itself once the log is past the limit."""
+    database = tmp_path / "haven.sqlite3"
+    checkpoints = repository.checkpoints
+    assert checkpoints is not None
+    await repository.run(lambda unit: unit.find_user(1))
+    checkpoints.stop()
+    checkpoints.writer_pages = 500
+    await write_megabytes(repository, 3)
+    with sqlite3.connect(database, isolation_level=None) as own:
+        checkpoints.checkpoint(own)  # all copied: the log starts again at the next write
+    size_before = database.stat().st_size
+    with (sqlite3.connect(database, isolation_level=None) as reader,
+          sqlite3.connect(database, isolation_level=None) as own):
+        # A reader in the middle of a transaction keeps the thread's checkpoint from
+        # copying what came after its snapshot.
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM ballast").fetchone()
+        await write_megabytes(repository, 3)
+        checkpoints.checkpoint(own)
+        reader.execute("COMMIT")
+    assert database.stat().st_size == size_before
+    assert checkpoints.writer_should_checkpoint
+    await repository.run(lambda unit: unit.find_user(1))  # the writer checkpoints after it
+    assert not checkpoints.writer_should_checkpoint
+    assert database.stat().st_size > size_before + 3_000_000

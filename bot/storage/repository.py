@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import greenlet_spawn
 
+from bot.storage.checkpoints import AUTOMATIC_CHECKPOINTS_OFF, Checkpointer, checkpoint_in_writer
 from bot.storage.crypto import forget_plain_text
 from bot.storage.database import is_sqlite, postgres_engine, sqlite_engine, upgrade_schema
 from bot.storage.direct import DirectWriter, DriverStatement, RowInsert, RowsDelete
@@ -909,6 +910,9 @@ class SqliteRepository(Repository):
     is closed after it, its objects gone. Making a session and checking a connection out
     and back in for every unit was about a sixth of a turn's CPU. A unit that fails lets
     both go; the next opens new ones.
+
+    The log's checkpoints are made from a thread (bot.storage.checkpoints), not inside a
+    unit's COMMIT, where they held up every turn.
     """
 
     dialect = "sqlite"
@@ -919,20 +923,30 @@ class SqliteRepository(Repository):
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         DirectWriter().listen(self._sessions)
         self._kept: tuple[Session, Connection] | None = None
+        database = engine.url.database
+        self.checkpoints = (Checkpointer(database)
+                            if database and database != ":memory:" else None)
 
     async def run(self, work: Callable[[UnitOfWork], T], chat_id: int | None = None) -> T:
         # One process per SQLite file: the engine's per-chat lock is all the ordering needed.
         if self._kept is None:
             # Transactions on it are begun and ended by bot.storage.transaction.
             connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            if self.checkpoints is not None:
+                connection.exec_driver_sql(AUTOMATIC_CHECKPOINTS_OFF)
+                self.checkpoints.start()
             self._kept = (self._sessions(bind=connection), connection)
-        session = self._kept[0]
+        session, connection = self._kept
         try:
             result = in_sqlite_transaction(session, lambda kept: work(UnitOfWork(kept)))
         except BaseException:
             self._let_go()
             raise
         session.close()
+        if self.checkpoints is not None and self.checkpoints.writer_should_checkpoint:
+            self.checkpoints.writer_should_checkpoint = False
+            driver: Any = connection.connection.driver_connection  # the sqlite3 Connection
+            checkpoint_in_writer(driver)
         return result
 
     def kept_connections(self) -> list[Connection]:
@@ -958,6 +972,8 @@ class SqliteRepository(Repository):
 
     async def close(self) -> None:
         await super().close()
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
         self._let_go()
         self.engine.dispose()
 
