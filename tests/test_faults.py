@@ -127,7 +127,7 @@ class ProxiedBot:
 
     async def quiet(self, for_seconds: float = 1.0) -> None:
         """Wait until the bot has committed nothing for a moment. The ids of the messages it
-        sent are written half a second after a reply, in a transaction that names the chat
+        sent are written a moment after a reply, in a transaction that names the chat
         too: after this, the next transaction naming the chat is the next message's turn."""
         proxy = self.proxy
         last, since = proxy.commits, time.monotonic()
