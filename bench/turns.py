@@ -299,6 +299,23 @@ async def closed_loop(updates: Updates, probe: Probe, by_chat: dict[int, list[st
     return tracker.result()
 
 
+async def arrivals(rate: float, seconds: float, rng: random.Random,
+                   tracker: Tracker) -> AsyncIterator[int]:
+    """0, 1, 2... each at its arrival time: `rate` per second on average (Poisson), until
+    `seconds` have passed (the tracker's phase is then cut short)."""
+    start = perf_counter()
+    due = 0.0
+    for count in itertools.count():
+        due += rng.expovariate(rate)
+        delay = start + due - perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if perf_counter() - start > seconds:
+            tracker.cut_short = True
+            return
+        yield count
+
+
 async def paced(updates: Updates, probe: Probe, by_chat: dict[int, list[str]], rate: float,
                 seconds: float, seed: int) -> Phase:
     """Open loop: updates arrive at `rate` per second on average (Poisson), whatever happens.
@@ -307,18 +324,12 @@ async def paced(updates: Updates, probe: Probe, by_chat: dict[int, list[str]], r
     (the bot is not keeping up: the phase is marked overloaded; its latencies stand).
     """
     probe.tracker = tracker = Tracker()
-    rng = random.Random(seed)
     futures: list[asyncio.Future[None]] = []
-    start = perf_counter()
-    due = 0.0
-    for chat_id, typed in interleaved(by_chat):
-        due += rng.expovariate(rate)
-        delay = start + due - perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if perf_counter() - start > seconds:
-            tracker.cut_short = True
+    in_order = interleaved(by_chat)
+    async for count in arrivals(rate, seconds, random.Random(seed), tracker):
+        if count == len(in_order):
             break
+        chat_id, typed = in_order[count]
         if len(futures) - tracker.finished_count > max(50.0, rate):
             tracker.overloaded = True
             break
@@ -345,15 +356,8 @@ async def paced_out_of_step(updates: Updates, probe: Probe, by_chat: dict[int, l
     position = dict(start_at)
     waiting: set[int] = set()
     futures: list[asyncio.Future[None]] = []
-    start = perf_counter()
-    due = 0.0
-    for _ in range(total):
-        due += rng.expovariate(rate)
-        delay = start + due - perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if perf_counter() - start > seconds:
-            tracker.cut_short = True
+    async for count in arrivals(rate, seconds, rng, tracker):
+        if count == total:
             break
         if len(waiting) > len(chats) // 2:
             tracker.overloaded = True
