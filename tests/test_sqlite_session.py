@@ -255,3 +255,25 @@ async def test_a_log_that_keeps_growing_is_checkpointed_by_the_writer_itself(
     await repository.run(lambda unit: unit.find_user(1))  # the writer checkpoints after it
     assert not checkpoints.writer_should_checkpoint
     assert database.stat().st_size > size_before + 3_000_000
+
+
+def test_a_checkpoint_that_keeps_failing_is_logged_once_until_it_works(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from bot.storage.checkpoints import Checkpointer
+
+    database = tmp_path / "haven.sqlite3"
+    with sqlite3.connect(database) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+    checkpoints = Checkpointer(str(database))
+    broken = sqlite3.connect(database)
+    broken.close()  # every statement on it fails
+    for _ in range(5):
+        checkpoints.checkpoint(broken)
+    with sqlite3.connect(database, isolation_level=None) as working:
+        checkpoints.checkpoint(working)
+    messages = [record.getMessage() for record in caplog.records
+                if record.name == "bot.storage.checkpoints"]
+    assert len(messages) == 2
+    assert messages[0].startswith("could not checkpoint")
+    assert messages[1] == "the SQLite log is checkpointed again"
+    assert checkpoints.checkpoints == 1

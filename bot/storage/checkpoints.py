@@ -43,6 +43,7 @@ class Checkpointer:
         self.path, self.every, self.writer_pages = path, every, writer_pages
         self.checkpoints = 0  # made by the thread, whether or not they copied anything
         self.writer_should_checkpoint = False
+        self._failing = False  # the last checkpoint failed (logged once, until one works)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -74,12 +75,19 @@ class Checkpointer:
             connection.close()
 
     def checkpoint(self, connection: sqlite3.Connection) -> None:
-        """One passive checkpoint; a failure is logged and the next one tried in turn."""
+        """One passive checkpoint. A failure is logged when it starts and when it ends, not
+        at every try; the next one is tried in turn."""
         try:
             _busy, log_pages, _copied = connection.execute(CHECKPOINT).fetchone()
         except sqlite3.Error:
-            log.warning("could not checkpoint the SQLite log", exc_info=True)
+            if not self._failing:
+                log.warning("could not checkpoint the SQLite log; trying again every %.2f s",
+                            self.every, exc_info=True)
+            self._failing = True
             return
+        if self._failing:
+            log.warning("the SQLite log is checkpointed again")
+            self._failing = False
         self.checkpoints += 1
         self.writer_should_checkpoint = log_pages > self.writer_pages
 
