@@ -277,3 +277,14 @@ def test_a_checkpoint_that_keeps_failing_is_logged_once_until_it_works(
     assert messages[0].startswith("could not checkpoint")
     assert messages[1] == "the SQLite log is checkpointed again"
     assert checkpoints.checkpoints == 1
+
+
+def test_a_writer_checkpoint_that_fails_does_not_undo_the_committed_unit(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from bot.storage.checkpoints import checkpoint_in_writer
+
+    broken = sqlite3.connect(tmp_path / "haven.sqlite3")
+    broken.close()
+    checkpoint_in_writer(broken)  # does not raise
+    assert [record.getMessage() for record in caplog.records] == [
+        "the writer could not checkpoint the SQLite log"]
