@@ -15,6 +15,7 @@ import pytest
 from cryptography.fernet import MultiFernet
 from sqlalchemy import event, inspect, text
 
+from bot.storage.checkpoints import Checkpointer
 from bot.storage.models import User
 from bot.storage.repository import SqliteRepository, UnitOfWork
 from tests.conftest import migrated
@@ -168,7 +169,6 @@ async def test_pooled_connections_leave_transactions_to_sqlalchemy_after_autocom
         assert pooled.connection.driver_connection.isolation_level is None  # type: ignore[union-attr]
 
 
-
 def kept_driver(repository: SqliteRepository) -> sqlite3.Connection:
     (kept,) = repository.kept_connections()
     driver = kept.connection.driver_connection
@@ -259,8 +259,6 @@ async def test_a_log_that_keeps_growing_is_checkpointed_by_the_writer_itself(
 
 def test_a_checkpoint_that_keeps_failing_is_logged_once_until_it_works(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from bot.storage.checkpoints import Checkpointer
-
     database = tmp_path / "haven.sqlite3"
     with sqlite3.connect(database) as setup:
         setup.execute("PRAGMA journal_mode=WAL")
@@ -281,10 +279,11 @@ def test_a_checkpoint_that_keeps_failing_is_logged_once_until_it_works(
 
 def test_a_writer_checkpoint_that_fails_does_not_undo_the_committed_unit(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from bot.storage.checkpoints import checkpoint_in_writer
-
+    checkpoints = Checkpointer(str(tmp_path / "haven.sqlite3"))
+    checkpoints.writer_should_checkpoint = True
     broken = sqlite3.connect(tmp_path / "haven.sqlite3")
     broken.close()
-    checkpoint_in_writer(broken)  # does not raise
+    checkpoints.after_writer_commit(broken)  # does not raise
+    assert not checkpoints.writer_should_checkpoint
     assert [record.getMessage() for record in caplog.records] == [
         "the writer could not checkpoint the SQLite log"]

@@ -14,8 +14,8 @@ SQLite works, and a passive checkpoint neither waits for the writer nor holds it
 A passive checkpoint copies what it can; the log starts again from its beginning at the
 next write once everything in it has been copied. Under a load that never pauses for the
 few milliseconds that takes, the log would keep growing, so once it holds more than
-`WRITER_CHECKPOINT_PAGES` the writer is asked (`writer_should_checkpoint`) to make one
-checkpoint itself, as SQLite would have: a rare stall instead of a log without end.
+`WRITER_CHECKPOINT_PAGES` the writer makes one checkpoint itself after its next unit
+(`after_writer_commit`), as SQLite would have: a rare stall instead of a log without end.
 """
 
 from __future__ import annotations
@@ -91,12 +91,15 @@ class Checkpointer:
         self.checkpoints += 1
         self.writer_should_checkpoint = log_pages > self.writer_pages
 
-
-def checkpoint_in_writer(driver: sqlite3.Connection) -> None:
-    """The writer's own checkpoint, outside any transaction: nothing else writes meanwhile,
-    so it copies the whole log, and the next write starts the log again. It comes after a
-    unit has committed, so a failure is logged, never raised: the unit's work is done."""
-    try:
-        driver.execute(CHECKPOINT).fetchone()
-    except sqlite3.Error:
-        log.warning("the writer could not checkpoint the SQLite log", exc_info=True)
+    def after_writer_commit(self, driver: sqlite3.Connection) -> None:
+        """The writer's own checkpoint, if the thread found the log past its limit. Outside
+        any transaction nothing else writes meanwhile, so it copies the whole log, and the
+        next write starts the log again. It comes after a unit has committed, so a failure
+        is logged, never raised: the unit's work is done."""
+        if not self.writer_should_checkpoint:
+            return
+        self.writer_should_checkpoint = False
+        try:
+            driver.execute(CHECKPOINT).fetchone()
+        except sqlite3.Error:
+            log.warning("the writer could not checkpoint the SQLite log", exc_info=True)

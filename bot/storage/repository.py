@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import greenlet_spawn
 
-from bot.storage.checkpoints import AUTOMATIC_CHECKPOINTS_OFF, Checkpointer, checkpoint_in_writer
+from bot.storage.checkpoints import AUTOMATIC_CHECKPOINTS_OFF, Checkpointer
 from bot.storage.crypto import forget_plain_text
 from bot.storage.database import is_sqlite, postgres_engine, sqlite_engine, upgrade_schema
 from bot.storage.direct import DirectWriter, DriverStatement, RowInsert, RowsDelete
@@ -496,7 +496,8 @@ class UnitOfWork:
         and how many reflections they keep in all."""
         rows = _PRACTICE.rows(self.session, {"user_id": user.id, "since": since})
         moments = [moment for moment, kept in rows if kept is None and moment is not None]
-        return moments, sum(int(kept) for _moment, kept in rows if kept is not None)
+        (kept,) = (kept for _moment, kept in rows if kept is not None)  # the one count row
+        return moments, int(kept)
 
     def reflection_kinds(self, user: User) -> list[tuple[str, str]]:
         """(flow, step) pairs the person has reflections for."""
@@ -946,10 +947,9 @@ class SqliteRepository(Repository):
             self._let_go()
             raise
         session.close()
-        if self.checkpoints is not None and self.checkpoints.writer_should_checkpoint:
-            self.checkpoints.writer_should_checkpoint = False
+        if self.checkpoints is not None:
             driver: Any = connection.connection.driver_connection  # the sqlite3 Connection
-            checkpoint_in_writer(driver)
+            self.checkpoints.after_writer_commit(driver)
         return result
 
     def kept_connections(self) -> list[Connection]:
